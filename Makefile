@@ -1,0 +1,32 @@
+VENV := .venv
+PY := $(VENV)/bin/python
+# Rebuilt when requirements.txt or setup.cfg changes (or .venv is missing).
+STAMP := $(VENV)/.installed
+
+.PHONY: venv study test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# The main job: the default study (cnn on mnist5k, every recipe) into runs/latest.
+study: venv
+	$(PY) -m experiments.study $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check tfcompress experiments tests
+	$(VENV)/bin/ruff format --check tfcompress experiments tests
+
+test: venv lint
+	$(PY) -m pytest -q $(ARGS)
+
+# Writes BENCHMARKS.md (takes several minutes).
+bench: venv
+	$(PY) -m experiments.bench
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

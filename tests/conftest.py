@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny seeded models and data, built once per test session."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from tfcompress.data import load_digits
+
+    return load_digits(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn(digits):
+    """A small CNN trained briefly on the 8x8 digits (about 95% test accuracy)."""
+    from tfcompress.models import build_cnn, train
+
+    model = build_cnn(digits.input_shape, digits.num_classes, filters=(8, 16, 16), seed=0)
+    train(model, digits, epochs=15, seed=0, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def calibration(digits):
+    return digits.x_train[np.random.default_rng(0).choice(len(digits.x_train), 100, replace=False)]
+
+
+def run_module(module: str, *args: str, cwd: str = ROOT, timeout: float = 300):
+    """Runs `python -m module args...` as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,97 @@
+"""The command line as a user runs it: python -m experiments.study / experiments.report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_module
+
+
+def test_study_end_to_end_on_a_tiny_configuration(tmp_path):
+    out = tmp_path / "out dir"  # a space in the path on purpose
+    proc = run_module(
+        "experiments.study",
+        "--dataset=digits",
+        "--epochs=2",
+        "--recipes=fp32,float16",
+        "--num_runs=5",
+        "--warmup_runs=1",
+        f"--output_dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| recipe" in proc.stdout and "| float16" in proc.stdout
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["recipe"] for r in saved["rows"]] == ["fp32", "float16"]
+    assert all(r["status"] == "ok" for r in saved["rows"])
+    assert (out / "cnn" / "float16.tflite").is_file()
+
+    rendered = run_module("experiments.report", f"--results={out / 'results.json'}", "--format=latex")
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    assert "\\begin{tabular}" in rendered.stdout and "float16" in rendered.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--recipes=fp32,int4"], "Unknown recipe 'int4'; choose one of: fp32, dynamic_range, float16, int8, int16x8"),
+        (["--model=/no/such/model.keras"], "Model path '/no/such/model.keras' does not exist"),
+        (["--threads=0"], "--threads must be a comma list of positive integers"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_with_no_results_file(tmp_path, args, message):
+    proc = run_module("experiments.study", *args, "--dataset=digits", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_flagfile_and_helpfull_work(tmp_path):
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--recipes=fp32,int4\n--dataset=digits\n")
+    proc = run_module("experiments.study", f"--flagfile={flagfile}", f"--output_dir={tmp_path / 'o'}")
+    assert proc.returncode == 2 and "Unknown recipe 'int4'" in proc.stderr
+    helpfull = run_module("experiments.study", "--helpfull")
+    assert "--calibration_samples" in helpfull.stdout and "--warmup_runs" in helpfull.stdout
+
+
+def test_report_of_a_missing_results_file_is_a_clear_error(tmp_path):
+    proc = run_module("experiments.report", f"--results={tmp_path / 'none.json'}")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_users_functional_keras_model_and_npz_go_through_all_five_recipes(tmp_path, digits):
+    """Acceptance: a standard Functional architecture saved as .keras plus a keras-layout .npz."""
+    from tfcompress._keras import keras
+    from tfcompress.models import train
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10)(keras.layers.Dropout(0.1)(x))
+    model = keras.Model(inputs, outputs)
+    train(model, digits, epochs=1, verbose=0)  # saved with its compile state, as users' models usually are
+    model.save(tmp_path / "users model.keras")
+    np.savez(
+        tmp_path / "data.npz",  # the keras.datasets layout: uint8 pixels, (N, H, W)
+        x_train=np.round(digits.x_train[..., 0] * 255).astype(np.uint8),
+        y_train=digits.y_train.astype(np.uint8),
+        x_test=np.round(digits.x_test[..., 0] * 255).astype(np.uint8),
+        y_test=digits.y_test.astype(np.uint8),
+    )
+    out = tmp_path / "out"
+    proc = run_module(
+        "experiments.study",
+        f"--model={tmp_path / 'users model.keras'}",
+        f"--data={tmp_path / 'data.npz'}",
+        "--num_runs=3",
+        "--warmup_runs=0",
+        f"--output_dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["fp32", "dynamic_range", "float16", "int8", "int16x8"]
+    assert all(r["status"] == "ok" and r["model"] == "users_model" for r in rows), [r["error"] for r in rows]
+    assert all((out / r["tflite_path"]).is_file() for r in rows)

@@ -1,0 +1,137 @@
+"""The study end to end through the library: rows, files, the baseline, crashes, the model cache."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from tfcompress import benchmark
+from tfcompress.results import Status
+from tfcompress.study import StudyConfig, StudyError, run
+
+
+def _config(tmp_path, **kwargs):
+    defaults = dict(
+        model="cnn", dataset="digits", epochs=3, recipes=("fp32", "dynamic_range", "int8"), num_runs=5, warmup_runs=1
+    )
+    return StudyConfig(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    lines = []
+    results = run(_config(tmp, threads=(1, 2)), progress=lines.append)
+    return tmp / "out", results, lines
+
+
+def test_every_recipe_gives_an_ok_row_with_measurements(study):
+    out, results, _ = study
+    assert [r.recipe for r in results.rows] == ["fp32", "dynamic_range", "int8"]
+    for row in results.rows:
+        assert row.status is Status.OK, row.error
+        path = out / row.tflite_path
+        assert path.is_file() and path.stat().st_size == row.size_bytes
+        assert 0 < row.gzip_bytes < row.size_bytes
+        assert row.bytes_per_param == pytest.approx(row.size_bytes / row.params)
+        assert row.metric_name == "accuracy" and 0.5 < row.metric <= 1
+        assert [s.threads for s in row.latency] == [1, 2]
+        assert all(s.runs == 5 for s in row.latency)
+
+
+def test_fp32_is_the_agreement_reference(study):
+    _, results, _ = study
+    fp32, _, int8 = results.rows
+    assert fp32.agreement == 1.0
+    assert 0.9 <= int8.agreement <= 1.0
+
+
+def test_results_json_matches_the_schema(study):
+    out, results, _ = study
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["schema_version"] == 1
+    assert {
+        "python",
+        "tensorflow",
+        "tensorflow_model_optimization",
+        "ai_edge_litert",
+        "numpy",
+        "cpu",
+        "cpu_count",
+    } <= set(saved["environment"])
+    assert saved["config"]["recipes"] == ["fp32", "dynamic_range", "int8"]
+    keys = {"task", "model", "recipe", "status", "error", "tflite_path", "size_bytes", "gzip_bytes", "params"}
+    keys |= {"bytes_per_param", "metric_name", "metric", "agreement", "latency"}
+    for row in saved["rows"]:
+        assert keys <= set(row)
+        assert set(row["latency"][0]) >= {"threads", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs"}
+    for name in ("results.csv", "report.md", "size_vs_metric.png", "latency.png"):
+        assert (out / name).stat().st_size > 0
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def test_progress_has_a_line_per_recipe(study):
+    _, _, lines = study
+    assert sum(line.startswith("[") for line in lines) == 3
+    assert lines[0].startswith("Model cnn: trained")
+
+
+def test_rerun_reuses_the_cached_model(study, tmp_path):
+    out, first, _ = study
+    lines = []
+    again = run(_config(out.parent, recipes=("fp32",)), progress=lines.append)
+    assert lines[0].startswith("Model cnn: loaded from the cache")
+    assert again.rows[0].metric == first.rows[0].metric
+
+
+def test_fp32_runs_first_even_when_not_asked_for(tmp_path):
+    results = run(_config(tmp_path, recipes=("float16",), epochs=1))
+    assert [r.recipe for r in results.rows] == ["fp32", "float16"]
+
+
+def test_native_crash_in_latency_child_is_a_failed_row_and_the_study_goes_on(tmp_path, monkeypatch):
+    real = benchmark._worker_command
+
+    def crash_on_int8(path, *args):
+        if path.endswith("int8.tflite"):
+            return [sys.executable, "-c", "import os; os.abort()"]
+        return real(path, *args)
+
+    monkeypatch.setattr(benchmark, "_worker_command", crash_on_int8)
+    results = run(_config(tmp_path, epochs=1))
+    status = {r.recipe: r for r in results.rows}
+    assert status["fp32"].ok and status["dynamic_range"].ok
+    assert status["int8"].status is Status.FAILED
+    assert "SIGABRT" in status["int8"].error
+    assert status["int8"].metric is not None  # what was measured before the crash is kept
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    with pytest.raises(StudyError, match="threads must be positive"):
+        _config(tmp_path, threads=(0,))
+    with pytest.raises(StudyError, match="Unknown dataset 'cifar'"):
+        _config(tmp_path, dataset="cifar")
+    output_file = tmp_path / "file"
+    output_file.write_text("x")
+    with pytest.raises(StudyError, match="is a file"):
+        run(StudyConfig(output_dir=str(output_file)))
+
+
+def test_data_that_does_not_fit_the_model_names_both_shapes(tmp_path, tiny_cnn):
+    model_path = tmp_path / "tiny.keras"
+    tiny_cnn.save(model_path)
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "wrong.npz",
+        x_train=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
+        y_train=np.arange(20) % 10,
+        x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8),
+        y_test=np.arange(10),
+    )
+    from tfcompress.data import DataError
+
+    with pytest.raises(DataError, match=r"shape \(28, 28, 1\) but the model takes \(8, 8, 1\)"):
+        run(StudyConfig(model=str(model_path), data=str(tmp_path / "wrong.npz"), output_dir=str(tmp_path / "o")))
+    assert not (tmp_path / "o" / "results.json").exists()

@@ -1,0 +1,106 @@
+"""Latency of a .tflite file in the LiteRT interpreter, measured in a child process.
+
+Native crashes (aborts, segfaults) happen in the interpreter with some models
+and settings. Each measurement therefore runs in its own Python process
+(``tfcompress/_latency_worker.py``, run by path so that it imports LiteRT and
+numpy but not the package, and so not TensorFlow), so a crash becomes a ``LatencyError`` naming the signal rather
+than the end of the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_latency_worker.py")
+
+
+class LatencyError(RuntimeError):
+    """The measuring process failed: it crashed, timed out or raised."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyStats:
+    """Batch-1 invoke() latency over ``runs`` timed runs, in milliseconds."""
+
+    threads: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    runs: int
+    warmup_runs: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatencyStats:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def _worker_command(tflite_path: str, threads: int, num_runs: int, warmup_runs: int, seed: int) -> list[str]:
+    return [
+        sys.executable,
+        "-I",  # isolated: the worker's folder is not put on sys.path
+        _WORKER,
+        json.dumps(
+            {"path": tflite_path, "threads": threads, "num_runs": num_runs, "warmup_runs": warmup_runs, "seed": seed}
+        ),
+    ]
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def measure_latency(
+    tflite_path: str,
+    threads: int = 1,
+    num_runs: int = 100,
+    warmup_runs: int = 10,
+    seed: int = 0,
+    timeout_s: float = 600.0,
+) -> LatencyStats:
+    """Times batch-1 invoke() of a .tflite file in a fresh child process.
+
+    The input is seeded random data of the input tensor's shape and dtype
+    (latency does not depend on the values for these models). Only invoke()
+    is timed, after ``warmup_runs`` untimed runs.
+
+    Raises:
+      ValueError: threads, num_runs or warmup_runs out of range.
+      LatencyError: the child crashed (the signal is named), timed out, or
+        could not load or run the model (its error is given).
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+    if num_runs < 1:
+        raise ValueError(f"num_runs must be >= 1, got {num_runs}.")
+    if warmup_runs < 0:
+        raise ValueError(f"warmup_runs must be >= 0, got {warmup_runs}.")
+    command = _worker_command(tflite_path, threads, num_runs, warmup_runs, seed)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise LatencyError(f"latency measurement timed out after {timeout_s:g} s") from None
+    result = None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            result = json.loads(line)
+            break
+    if proc.returncode != 0 or result is None:
+        detail = (result or {}).get("error") or " ".join(proc.stderr.strip().splitlines()[-1:])
+        raise LatencyError(f"latency child {_describe_exit(proc.returncode)}" + (f": {detail}" if detail else ""))
+    return LatencyStats.from_dict(result)

@@ -1,0 +1,74 @@
+"""Keras model -> .tflite bytes, in each post-training quantization mode."""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from tfcompress._keras import keras, tf
+
+
+class Quantization(enum.Enum):
+    """Post-training modes of the TFLite converter."""
+
+    FP32 = "fp32"  # plain conversion, float32 weights and activations
+    DYNAMIC_RANGE = "dynamic_range"  # int8 weights, float activations quantized on the fly
+    FLOAT16 = "float16"  # float16 weights, dequantized to float32 at load time
+    INT8 = "int8"  # full integer: int8 weights, activations, input and output
+    INT16X8 = "int16x8"  # int16 activations, int8 weights, float input and output
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self in (Quantization.INT8, Quantization.INT16X8)
+
+
+def _representative(x: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for i in range(len(x)):
+        yield [x[i : i + 1].astype(np.float32)]
+
+
+def convert(
+    model: keras.Model,
+    mode: Quantization = Quantization.FP32,
+    calibration_data: np.ndarray | None = None,
+) -> bytes:
+    """Converts a Keras model to a .tflite flatbuffer.
+
+    Args:
+      model: a tf_keras model with one input.
+      mode: the post-training quantization mode.
+      calibration_data: inputs (N, ...) that represent real data; required by
+        INT8 and INT16X8 to choose activation ranges.
+
+    Returns:
+      The .tflite file's bytes.
+
+    Raises:
+      ValueError: a calibrated mode was asked for without calibration data.
+    """
+    mode = Quantization(mode)
+    if mode.needs_calibration and (calibration_data is None or len(calibration_data) == 0):
+        raise ValueError(f"Quantization {mode.value!r} needs calibration_data (representative inputs).")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode is not Quantization.FP32:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode is Quantization.FLOAT16:
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode is Quantization.INT8:
+        converter.representative_dataset = lambda: _representative(calibration_data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif mode is Quantization.INT16X8:
+        converter.representative_dataset = lambda: _representative(calibration_data)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    with warnings.catch_warnings():
+        # int8 I/O makes the converter warn that no input statistics were given;
+        # the representative dataset supplies them, so the warning is noise.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()

@@ -1,0 +1,162 @@
+"""Built-in models, their training and cache, and loading the user's own Keras models."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import numpy as np
+
+from tfcompress._keras import keras, tf
+from tfcompress.data import Dataset
+
+BUILTIN_MODELS = ("cnn",)
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or used, with a message that says why and what to do."""
+
+
+def build_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    filters: tuple[int, int, int] = (32, 64, 128),
+    seed: int = 0,
+) -> keras.Model:
+    """The default CNN: Conv-Conv-Pool-Conv-Pool-Flatten-Dense, 3x3 kernels, ReLU.
+
+    At 28x28x1 with the default filters it has 155k parameters and 29 M MACs,
+    enough work that latency on a CPU measures compute, not interpreter overhead.
+    """
+    init = keras.initializers.GlorotUniform
+    f1, f2, f3 = filters
+    return keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=input_shape),
+            keras.layers.Conv2D(f1, 3, padding="same", activation="relu", kernel_initializer=init(seed)),
+            keras.layers.Conv2D(f2, 3, padding="same", activation="relu", kernel_initializer=init(seed + 1)),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(f3, 3, padding="same", activation="relu", kernel_initializer=init(seed + 2)),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes, kernel_initializer=init(seed + 3)),
+        ],
+        name="cnn",
+    )
+
+
+def train(
+    model: keras.Model,
+    dataset: Dataset,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    verbose: int = 1,
+) -> float:
+    """Trains a logits classifier in place with Adam; returns the wall time in seconds."""
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    model.fit(
+        dataset.x_train,
+        dataset.y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=(dataset.x_test, dataset.y_test),
+        verbose=verbose,
+    )
+    return time.perf_counter() - start
+
+
+def load_model(path: str, safe_mode: bool = True) -> keras.Model:
+    """Loads a Keras model from a .keras or .h5 file or a SavedModel folder.
+
+    Args:
+      path: the model file or folder.
+      safe_mode: refuse to deserialize arbitrary code (Lambda layers); keep it on
+        unless the file comes from someone you trust.
+
+    Raises:
+      ModelError: the path is missing, is not a Keras model, or cannot be read.
+    """
+    if not os.path.exists(path):
+        raise ModelError(
+            f"Model path {path!r} does not exist; give a .keras, .h5 or SavedModel folder, "
+            + f"or a built-in model ({', '.join(BUILTIN_MODELS)})."
+        )
+    if path.endswith(".tflite"):
+        raise ModelError(
+            f"{path!r} is a .tflite file; --model needs the Keras model it came from "
+            + "(.keras, .h5 or a SavedModel folder)."
+        )
+    is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
+    if not (is_saved_model or path.endswith(_KERAS_SUFFIXES)):
+        raise ModelError(f"Cannot tell the format of {path!r}; give a .keras or .h5 file or a SavedModel folder.")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    except Exception as e:  # Keras raises many types for a bad file; report one line.
+        reason = " ".join(str(e).split())[:300]
+        raise ModelError(f"Cannot load the Keras model {path!r}: {type(e).__name__}: {reason}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"{path!r} holds a {type(model).__name__}, not a Keras model.")
+    return model
+
+
+def model_name(path_or_name: str) -> str:
+    """A file-system-safe name for the model's output folder."""
+    base = os.path.basename(os.path.normpath(path_or_name))
+    for suffix in _KERAS_SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")
+    return safe or "model"
+
+
+def get_builtin_model(
+    name: str,
+    dataset: Dataset,
+    cache_dir: str,
+    epochs: int,
+    seed: int = 0,
+    verbose: int = 1,
+) -> tuple[keras.Model, bool]:
+    """Returns a trained built-in model, training it only if no cached copy exists.
+
+    The cache file name carries everything that changes the weights (model,
+    dataset, input shape, epochs, seed), so a re-run with the same settings
+    reuses the trained model. Returns (model, loaded_from_cache).
+    """
+    if name not in BUILTIN_MODELS:
+        raise ModelError(f"Unknown built-in model {name!r}; choose one of {', '.join(BUILTIN_MODELS)}.")
+    shape = "x".join(str(d) for d in dataset.input_shape)
+    path = os.path.join(
+        cache_dir, f"{name}-{model_name(dataset.name)}-{shape}-c{dataset.num_classes}-e{epochs}-s{seed}.keras"
+    )
+    if os.path.exists(path):
+        return keras.models.load_model(path, compile=False, safe_mode=True), True
+    model = build_cnn(dataset.input_shape, dataset.num_classes, seed=seed)
+    train(model, dataset, epochs=epochs, seed=seed, verbose=verbose)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path[: -len(".keras")] + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    return model, False
+
+
+def num_classes(model: keras.Model) -> int:
+    """The size of the model's last output axis (the number of classes of a classifier)."""
+    return int(model.outputs[0].shape[-1])
+
+
+def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Runs the Keras model in inference mode (used for reference outputs)."""
+    return np.concatenate(
+        [model(tf.constant(x[i : i + batch_size]), training=False).numpy() for i in range(0, len(x), batch_size)]
+    )

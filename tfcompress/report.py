@@ -1,0 +1,220 @@
+"""Results -> comparison tables (tabulate), CSV, a Markdown report and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+from tabulate import tabulate
+
+from tfcompress.results import Results, Row, write_atomic
+
+# Metrics that are fractions; their change vs fp32 is shown in percentage points.
+_FRACTION_METRICS = {"accuracy"}
+TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
+
+
+def thread_counts(results: Results) -> list[int]:
+    """Every thread count measured in any row, ascending."""
+    return sorted({s.threads for r in results.rows for s in r.latency})
+
+
+def _ratio(value, base) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def _fmt(value, spec: str, suffix: str = "") -> str:
+    return "" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _delta(row: Row, base: Row | None) -> str:
+    if row.metric is None or base is None or base.metric is None:
+        return ""
+    if row.metric_name in _FRACTION_METRICS:
+        return f"{(row.metric - base.metric) * 100:+.2f} pt"
+    return f"{row.metric - base.metric:+.4g}"
+
+
+def table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """The comparison table: headers and one row of cells per result row.
+
+    Ratios (size, gzip) are relative to the same model's fp32 row; speed-up is
+    fp32's median latency divided by the row's, at the same thread count.
+    """
+    threads = thread_counts(results)
+    multi_model = len({r.model for r in results.rows}) > 1
+    metric_names = sorted({r.metric_name for r in results.rows if r.metric_name})
+    metric_header = metric_names[0] if len(metric_names) == 1 else "metric"
+    headers = (["model"] if multi_model else []) + [
+        "recipe",
+        "status",
+        "size KB",
+        "size x fp32",
+        "gzip KB",
+        "gzip x fp32",
+        metric_header,
+        "vs fp32",
+        "agreement",
+    ]
+    for t in threads:
+        headers += [f"p50 ms ({t}t)", f"p90 ms ({t}t)", f"speed-up ({t}t)"]
+    headers.append("note")
+    cells = []
+    for row in results.rows:
+        base = results.baseline(row.model, row.task)
+        line = ([row.model] if multi_model else []) + [
+            row.recipe,
+            row.status.value,
+            _fmt(row.size_bytes and row.size_bytes / 1024, ".1f"),
+            _fmt(_ratio(row.size_bytes, base and base.size_bytes), ".3f"),
+            _fmt(row.gzip_bytes and row.gzip_bytes / 1024, ".1f"),
+            _fmt(_ratio(row.gzip_bytes, base and base.gzip_bytes), ".3f"),
+            _fmt(row.metric, ".4f"),
+            _delta(row, base),
+            _fmt(row.agreement, ".4f"),
+        ]
+        for t in threads:
+            stats = row.latency_at(t)
+            base_stats = base.latency_at(t) if base else None
+            speedup = _ratio(base_stats and base_stats.median_ms, stats and stats.median_ms)
+            line += [
+                _fmt(stats and stats.median_ms, ".3f"),
+                _fmt(stats and stats.p90_ms, ".3f"),
+                _fmt(speedup, ".2f", "x"),
+            ]
+        note = row.error or ""
+        line.append(note if len(note) <= 80 else note[:77] + "...")
+        cells.append(line)
+    return headers, cells
+
+
+def format_table(results: Results, fmt: str = "github") -> str:
+    """The comparison table as text in a tabulate format (or 'csv')."""
+    headers, cells = table(results)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(cells)
+        return buf.getvalue()
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"Unknown table format {fmt!r}; choose one of: {', '.join(TABLE_FORMATS)}.")
+    return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def flat_rows(results: Results) -> list[dict]:
+    """Rows as flat dicts (latency spread into latency_<t>t_<stat> keys), for CSV."""
+    flat = []
+    for row in results.rows:
+        d = row.to_dict()
+        for stats in d.pop("latency"):
+            t = stats["threads"]
+            for key, value in stats.items():
+                if key != "threads":
+                    d[f"latency_{t}t_{key}"] = value
+        flat.append({k: (v if not isinstance(v, (dict, list)) else repr(v)) for k, v in d.items()})
+    return flat
+
+
+def to_csv(results: Results) -> str:
+    rows = flat_rows(results)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_markdown(results: Results) -> str:
+    """The report: what ran, on what machine, the table, and how to read it."""
+    env = results.environment
+    cfg = results.config
+    lines = [
+        "# tfcompress study report",
+        "",
+        f"Task `{cfg.get('task', '?')}`, model `{cfg.get('model', '?')}`, "
+        + f"data `{cfg.get('data') or cfg.get('dataset', '?')}`.",
+        f"Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores; TensorFlow {env.get('tensorflow', '?')}, "
+        + f"LiteRT {env.get('ai_edge_litert', '?')}.",
+        "",
+        format_table(results, "github"),
+        "",
+        "How to read it:",
+        "- size and gzip are of the .tflite file; `x fp32` is the ratio to the same model's fp32 file "
+        + "(lower is smaller).",
+        "- the metric is computed by running each .tflite in the LiteRT interpreter on the whole test split; "
+        + "`vs fp32` is its change (percentage points for accuracy); `agreement` is the share of test examples "
+        + "whose top-1 equals the fp32 model's.",
+        "- latency is batch-1 `invoke()` time in the LiteRT interpreter with XNNPACK, measured in a child process "
+        + f"after {cfg.get('warmup_runs', '?')} warm-up runs over {cfg.get('num_runs', '?')} runs; "
+        + "speed-up is fp32's median divided by the row's (above 1 is faster).",
+        "- a `failed` row did not produce a number; its note gives the reason.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Results, output_dir: str) -> list[str]:
+    """Writes size_vs_metric.png and latency.png; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results.rows if r.ok and r.size_bytes is not None]
+    if not ok:
+        return []
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in ok:
+        if row.metric is not None:
+            ax.scatter(row.size_bytes / 1024, row.metric)
+            ax.annotate(row.recipe, (row.size_bytes / 1024, row.metric), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel(".tflite size (KB)")
+    ax.set_ylabel(ok[0].metric_name or "metric")
+    ax.set_title("Size vs quality per recipe")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(os.path.join(output_dir, "size_vs_metric.png"))
+    _save_figure(fig, paths[-1])
+    plt.close(fig)
+
+    threads = thread_counts(results)
+    if threads:
+        fig, ax = plt.subplots(figsize=(max(6, len(ok) * 0.9), 4))
+        width = 0.8 / len(threads)
+        for i, t in enumerate(threads):
+            medians = [(r.latency_at(t).median_ms if r.latency_at(t) else 0.0) for r in ok]
+            ax.bar([j + i * width for j in range(len(ok))], medians, width, label=f"{t} thread(s)")
+        ax.set_xticks([j + width * (len(threads) - 1) / 2 for j in range(len(ok))])
+        ax.set_xticklabels([r.recipe for r in ok], rotation=30, ha="right")
+        ax.set_ylabel("median latency (ms)")
+        ax.set_title("Batch-1 latency per recipe (LiteRT, XNNPACK)")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(os.path.join(output_dir, "latency.png"))
+        _save_figure(fig, paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def _save_figure(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    write_atomic(path, buf.getvalue())
+
+
+def write_all(results: Results, output_dir: str) -> dict[str, str]:
+    """Writes results.csv, report.md and the plots next to results.json."""
+    paths = {
+        "csv": os.path.join(output_dir, "results.csv"),
+        "report": os.path.join(output_dir, "report.md"),
+    }
+    write_atomic(paths["csv"], to_csv(results))
+    write_atomic(paths["report"], to_markdown(results))
+    for p in plot(results, output_dir):
+        paths[os.path.splitext(os.path.basename(p))[0]] = p
+    return paths

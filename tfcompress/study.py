@@ -1,0 +1,279 @@
+"""A study: one model x many recipes -> .tflite files, measured side by side.
+
+``run(StudyConfig(...))`` is what ``experiments/study.py`` calls; a notebook can
+call it too, or use the pieces (``convert``, ``run_tflite``,
+``measure_latency``) directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from tfcompress import data as data_lib
+from tfcompress import models as models_lib
+from tfcompress import recipes as recipes_lib
+from tfcompress import report as report_lib
+from tfcompress import results as results_lib
+from tfcompress.benchmark import LatencyError, measure_latency
+from tfcompress.evaluate import accuracy, run_tflite, top1
+from tfcompress.results import Results, Row, Status
+
+TASKS = ("classification",)
+
+
+class StudyError(ValueError):
+    """A study that cannot start: bad configuration, model or data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Everything that decides a study's results. Field names equal the script's flags.
+
+    Attributes:
+      task: the task family.
+      model: a built-in model name ('cnn') or a path to a .keras, .h5 or SavedModel.
+      dataset: a built-in dataset name, used when ``data`` is not given.
+      data: a path to an .npz file (x_train, y_train, x_test, y_test) or an image folder.
+      recipes: recipe names; empty means every registered recipe. fp32 always
+        runs first, as the reference for ratios and agreement.
+      threads: interpreter thread counts to time.
+      num_runs: timed invoke() runs per latency measurement.
+      warmup_runs: untimed runs before timing.
+      calibration_samples: training examples used to calibrate int8 and int16x8.
+      epochs: training epochs of a built-in model (a user's model is never retrained).
+      seed: seeds the data split, training, calibration draw and latency inputs.
+      output_dir: where every file is written.
+      latency_timeout_s: a latency child running longer than this is killed.
+    """
+
+    task: str = "classification"
+    model: str = "cnn"
+    dataset: str = "mnist5k"
+    data: str | None = None
+    recipes: tuple[str, ...] = ()
+    threads: tuple[int, ...] = (1,)
+    num_runs: int = 100
+    warmup_runs: int = 10
+    calibration_samples: int = 200
+    epochs: int = 10
+    seed: int = 0
+    output_dir: str = os.path.join("runs", "latest")
+    latency_timeout_s: float = 600.0
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise StudyError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
+        object.__setattr__(self, "recipes", tuple(recipes_lib.parse_recipes(list(self.recipes))))
+        object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
+        if not self.threads or min(self.threads) < 1:
+            raise StudyError(f"threads must be positive integers, got {list(self.threads)}.")
+        for name, low in [("num_runs", 1), ("warmup_runs", 0), ("calibration_samples", 1), ("epochs", 1)]:
+            if getattr(self, name) < low:
+                raise StudyError(f"{name} must be >= {low}, got {getattr(self, name)}.")
+        if self.data is None and self.dataset not in data_lib.BUILTIN_DATASETS:
+            raise StudyError(
+                f"Unknown dataset {self.dataset!r}; choose one of {', '.join(data_lib.BUILTIN_DATASETS)} "
+                + "or give your own with data=PATH (.npz or image folder)."
+            )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["recipes"] = list(self.recipes)
+        d["threads"] = list(self.threads)
+        return d
+
+
+def environment() -> dict:
+    """Versions and machine facts recorded with every study."""
+
+    def version(pkg):
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow") or version("tensorflow-cpu"),
+        "tf_keras": version("tf-keras"),
+        "tensorflow_model_optimization": version("tensorflow-model-optimization"),
+        "ai_edge_litert": version("ai-edge-litert"),
+        "numpy": version("numpy"),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    }
+
+
+def prepare_output_dir(path: str) -> str:
+    """Creates the output directory, or raises StudyError saying why it cannot be used."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StudyError(f"Output directory {path!r} is a file; choose a folder with --output_dir.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise StudyError(
+            f"Cannot create output directory {path!r} ({e.strerror}); choose another --output_dir."
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StudyError(f"Output directory {path!r} is not writable; choose another --output_dir.")
+    return path
+
+
+def _inside(root: str, *parts: str) -> str:
+    """Joins parts under root and refuses any result outside it (no path traversal)."""
+    path = os.path.join(root, *parts)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise StudyError(f"Refusing to write {path!r}: it lies outside the output directory {root!r}.")
+    return path
+
+
+def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
+    """Returns (keras model, its output-folder name, dataset), checked against each other."""
+    if config.model in models_lib.BUILTIN_MODELS:
+        dataset = data_lib.load_dataset(config.data or config.dataset, seed=config.seed)
+        model, cached = models_lib.get_builtin_model(
+            config.model,
+            dataset,
+            os.path.join(config.output_dir, "models"),
+            epochs=config.epochs,
+            seed=config.seed,
+            verbose=2,
+        )
+        progress(f"Model {config.model}: {'loaded from the cache' if cached else 'trained'} on {dataset.name}.")
+        name = config.model
+    else:
+        model = models_lib.load_model(config.model)
+        name = models_lib.model_name(config.model)
+        source = config.data or config.dataset
+        kwargs = {}
+        if os.path.isdir(source):  # make folder images the size and channels the model takes
+            shape = model.inputs[0].shape
+            kwargs = {"image_size": (shape[1], shape[2]), "channels": shape[3]}
+        dataset = data_lib.load_dataset(source, seed=config.seed, **kwargs)
+        progress(f"Model {name}: loaded from {config.model}.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise StudyError(
+            f"Model {name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            + "classification needs exactly one of each."
+        )
+    data_lib.check_fits(dataset, tuple(model.inputs[0].shape), models_lib.num_classes(model))
+    return model, name, dataset
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config: StudyConfig) -> None:
+    """Fills a row's sizes, metric, agreement and latency from its .tflite."""
+    row.size_bytes = len(tflite)
+    row.gzip_bytes = len(gzip.compress(tflite, compresslevel=9))
+    row.bytes_per_param = row.size_bytes / row.params if row.params else None
+    predictions = top1(run_tflite(tflite, dataset.x_test))
+    row.metric_name = "accuracy"
+    row.metric = accuracy(predictions, dataset.y_test)
+    row.extras["_top1"] = predictions  # dropped before saving; fp32's feeds agreement
+    if fp32_top1 is not None:
+        row.agreement = accuracy(predictions, fp32_top1)
+    for threads in config.threads:
+        try:
+            row.latency.append(
+                measure_latency(
+                    path,
+                    threads=threads,
+                    num_runs=config.num_runs,
+                    warmup_runs=config.warmup_runs,
+                    seed=config.seed,
+                    timeout_s=config.latency_timeout_s,
+                )
+            )
+        except LatencyError as e:
+            row.status = Status.FAILED
+            row.error = f"latency at {threads} thread(s): {e}"
+
+
+def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> Results:
+    """Runs every recipe of the study and writes results.json, results.csv, report.md and plots.
+
+    results.json is rewritten (atomically) after each finished row. A recipe
+    that fails becomes a failed row with its reason and the study goes on.
+
+    Args:
+      config: the study's configuration.
+      progress: called with one line of text per step (the script prints them).
+
+    Returns:
+      The results, as also saved in OUTPUT_DIR/results.json.
+
+    Raises:
+      StudyError, data.DataError, models.ModelError: the study cannot start;
+        nothing is written to the output directory in that case except a
+        trained model's cache.
+    """
+    progress = progress or (lambda _: None)
+    recipe_names = [recipes_lib.BASELINE] + [r for r in config.recipes if r != recipes_lib.BASELINE]
+    prepare_output_dir(config.output_dir)
+    model, name, dataset = _load_model_and_data(config, progress)
+    rng = np.random.default_rng(config.seed)
+    calibration = dataset.x_train[
+        rng.choice(len(dataset.x_train), min(config.calibration_samples, len(dataset.x_train)), replace=False)
+    ]
+    context = recipes_lib.RecipeContext(calibration_data=calibration, seed=config.seed)
+    results = Results(config=config.to_dict() | {"recipes": recipe_names}, environment=environment())
+    results_path = os.path.join(config.output_dir, "results.json")
+    params = int(model.count_params())
+    fp32_top1 = None
+    for i, recipe_name in enumerate(recipe_names, 1):
+        recipe = recipes_lib.get(recipe_name)
+        row = Row(task=config.task, model=name, recipe=recipe_name, params=params)
+        start = time.perf_counter()
+        try:
+            compressed = recipe.apply(model, context)
+            row.convert_s = time.perf_counter() - start
+            row.extras.update(compressed.extras)
+            path = _inside(config.output_dir, name, f"{recipe_name}.tflite")
+            results_lib.write_atomic(path, compressed.tflite)
+            row.tflite_path = os.path.relpath(path, config.output_dir)
+            _measure_row(row, compressed.tflite, path, dataset, fp32_top1, config)
+        except Exception as e:  # one recipe's failure is a row, not the end of the study
+            row.status = Status.FAILED
+            row.error = _one_line(e)
+        top = row.extras.pop("_top1", None)
+        if recipe_name == recipes_lib.BASELINE and top is not None:
+            fp32_top1 = top
+            row.agreement = 1.0
+        results.rows.append(row)
+        results_lib.save(results, results_path)
+        progress(_progress_line(i, len(recipe_names), row))
+    report_lib.write_all(results, config.output_dir)
+    return results
+
+
+def _progress_line(i: int, n: int, row: Row) -> str:
+    text = f"[{i}/{n}] {row.recipe}: {row.status.value}"
+    if row.size_bytes is not None:
+        text += f", {row.size_bytes / 1024:.1f} KB"
+    if row.metric is not None:
+        text += f", {row.metric_name} {row.metric:.4f}"
+    if row.latency:
+        text += ", " + ", ".join(f"{s.median_ms:.3f} ms @{s.threads}t" for s in row.latency)
+    if row.error:
+        text += f" ({row.error})"
+    return text
