@@ -104,3 +104,37 @@ def measure_latency(
         detail = (result or {}).get("error") or " ".join(proc.stderr.strip().splitlines()[-1:])
         raise LatencyError(f"latency child {_describe_exit(proc.returncode)}" + (f": {detail}" if detail else ""))
     return LatencyStats.from_dict(result)
+
+
+def litert_benchmark(
+    tflite_path: str, threads: int = 1, num_runs: int = 100, warmup_runs: int = 10, timeout_s: float = 600.0
+) -> dict:
+    """What ai-edge-litert's own ``litert-benchmark`` reports for a file.
+
+    An outside reference for ``measure_latency``: it times the same model
+    through LiteRT's CompiledModel front end instead of the Interpreter.
+
+    Returns:
+      Its result JSON: "latency" (median_ms, p5_ms, p95_ms, init_ms, ...) and
+      "fully_accelerated" (whether XNNPACK took every op).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    exe = shutil.which("litert-benchmark") or os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
+    if not os.path.exists(exe):
+        raise LatencyError("litert-benchmark is not installed; it comes with the ai-edge-litert package.")
+    with tempfile.TemporaryDirectory() as tmp:
+        result_json = os.path.join(tmp, "result.json")
+        command = [exe, "--model", tflite_path, "--num_threads", str(threads), "--num_runs", str(num_runs)]
+        command += ["--warmup_runs", str(warmup_runs), "--result_json", result_json]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise LatencyError(f"litert-benchmark timed out after {timeout_s:g} s") from None
+        if proc.returncode != 0 or not os.path.exists(result_json):
+            tail = " ".join(proc.stderr.strip().splitlines()[-1:])
+            raise LatencyError(f"litert-benchmark {_describe_exit(proc.returncode)}: {tail}")
+        with open(result_json, encoding="utf-8") as f:
+            return json.load(f)
