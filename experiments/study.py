@@ -11,6 +11,9 @@ import sys
 
 from absl import app, flags, logging
 
+# Values of --epochs and --finetune_epochs per --preset (flags given explicitly win).
+PRESETS = {"quick": {"epochs": 10, "finetune_epochs": 3}, "full": {"epochs": 20, "finetune_epochs": 10}}
+
 _TASK = flags.DEFINE_enum("task", "classification", ["classification"], "Task family.")
 _MODEL = flags.DEFINE_string(
     "model", "cnn", "A built-in model (cnn) or a path to a .keras, .h5 or SavedModel folder (never retrained)."
@@ -21,16 +24,47 @@ _DATASET = flags.DEFINE_enum(
 _DATA = flags.DEFINE_string(
     "data", None, "Your own data: an .npz with x_train, y_train, x_test, y_test, or a folder of class sub-folders."
 )
-_RECIPES = flags.DEFINE_list("recipes", [], "Recipes to run (comma list); default every registered recipe.")
+_RECIPES = flags.DEFINE_list(
+    "recipes",
+    [],
+    "Recipes to run (comma list); default every registered recipe. A recipe may take parameters and chain into "
+    + "a pipeline: 'prune:0.9', 'prune:sparsity=0.9:pruning_schedule=constant', 'prune:0.8>int8'.",
+)
 _THREADS = flags.DEFINE_list("threads", ["1"], "Interpreter thread counts to time (comma list).")
 _NUM_RUNS = flags.DEFINE_integer("num_runs", 100, "Timed invoke() runs per latency measurement.", lower_bound=1)
 _WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing.", lower_bound=0)
 _CALIBRATION_SAMPLES = flags.DEFINE_integer(
     "calibration_samples", 200, "Training examples that calibrate int8 and int16x8.", lower_bound=1
 )
-_EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs of a built-in model.", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", None, "Training epochs of a built-in model (default: the preset's).", lower_bound=1
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the split, training, calibration and latency inputs.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/latest", "Where every output is written.")
+_SPARSITY = flags.DEFINE_float("sparsity", 0.8, "Target sparsity of prune recipes.", lower_bound=0.0, upper_bound=0.999)
+_PRUNING_SCHEDULE = flags.DEFINE_enum(
+    "pruning_schedule", "polynomial", ["polynomial", "constant"], "TFMOT pruning schedule of prune recipes."
+)
+_CLUSTERS = flags.DEFINE_integer("clusters", 16, "Distinct values per kernel for cluster recipes.", lower_bound=2)
+_CENTROID_INIT = flags.DEFINE_enum(
+    "centroid_init", "kmeans++", ["kmeans++", "linear", "density", "random"], "Centroid initialization of cluster."
+)
+_FINETUNE_EPOCHS = flags.DEFINE_integer(
+    "finetune_epochs", None, "Fine-tuning epochs of training-time recipes (default: the preset's).", lower_bound=1
+)
+_FINETUNE_LEARNING_RATE = flags.DEFINE_float(
+    "finetune_learning_rate", 5e-4, "Adam learning rate of training-time recipes.", lower_bound=1e-8
+)
+_SPARSE_TFLITE = flags.DEFINE_boolean(
+    "sparse_tflite", False, "Also convert training-time results with EXPERIMENTAL_SPARSITY and report that size."
+)
+_PRESET = flags.DEFINE_enum(
+    "preset",
+    "quick",
+    list(PRESETS),
+    "quick: the default study within minutes on 2 cores; full: longer training and fine-tuning. "
+    + "Flags given explicitly win over the preset.",
+)
 
 
 def _threads_valid(values):
@@ -48,6 +82,7 @@ def main(argv):
         # TensorFlow raises absl's verbosity and then logs every conversion at INFO.
         logging.set_verbosity(logging.WARNING)
 
+    preset = PRESETS[_PRESET.value]
     try:
         config = tfc.StudyConfig(
             task=_TASK.value,
@@ -59,9 +94,16 @@ def main(argv):
             num_runs=_NUM_RUNS.value,
             warmup_runs=_WARMUP_RUNS.value,
             calibration_samples=_CALIBRATION_SAMPLES.value,
-            epochs=_EPOCHS.value,
+            epochs=_EPOCHS.value or preset["epochs"],
             seed=_SEED.value,
             output_dir=_OUTPUT_DIR.value,
+            sparsity=_SPARSITY.value,
+            pruning_schedule=_PRUNING_SCHEDULE.value,
+            clusters=_CLUSTERS.value,
+            centroid_init=_CENTROID_INIT.value,
+            finetune_epochs=_FINETUNE_EPOCHS.value or preset["finetune_epochs"],
+            finetune_learning_rate=_FINETUNE_LEARNING_RATE.value,
+            sparse_tflite=_SPARSE_TFLITE.value,
         )
         results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
     except (tfc.StudyError, tfc.RecipeError, tfc.DataError, tfc.ModelError) as e:

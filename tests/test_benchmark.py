@@ -10,7 +10,7 @@ from tfcompress import benchmark, recipes
 @pytest.fixture(scope="module")
 def tflite_path(tiny_cnn, calibration, tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "model.tflite"
-    path.write_bytes(recipes.get("fp32").apply(tiny_cnn, recipes.RecipeContext(calibration)).tflite)
+    path.write_bytes(recipes.get("fp32").apply(tiny_cnn, recipes.RecipeContext(calibration)))
     return str(path)
 
 
@@ -24,7 +24,7 @@ def test_latency_statistics_are_consistent(tflite_path, threads):
 
 def test_int8_model_is_timed_with_int8_input(tiny_cnn, calibration, tmp_path):
     path = tmp_path / "int8.tflite"
-    path.write_bytes(recipes.get("int8").apply(tiny_cnn, recipes.RecipeContext(calibration)).tflite)
+    path.write_bytes(recipes.get("int8").apply(tiny_cnn, recipes.RecipeContext(calibration)))
     assert benchmark.measure_latency(str(path), num_runs=5, warmup_runs=1).runs == 5
 
 

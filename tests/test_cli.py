@@ -86,6 +86,7 @@ def test_users_functional_keras_model_and_npz_go_through_all_five_recipes(tmp_pa
         "experiments.study",
         f"--model={tmp_path / 'users model.keras'}",
         f"--data={tmp_path / 'data.npz'}",
+        "--recipes=fp32,dynamic_range,float16,int8,int16x8",
         "--num_runs=3",
         "--warmup_runs=0",
         f"--output_dir={out}",

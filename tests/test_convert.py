@@ -16,7 +16,7 @@ _WEIGHTED_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 @pytest.fixture(scope="module")
 def converted(tiny_cnn, calibration):
     context = recipes.RecipeContext(calibration_data=calibration)
-    return {m.value: recipes.get(m.value).apply(tiny_cnn, context).tflite for m in Quantization}
+    return {m.value: recipes.run(recipes.parse(m.value), tiny_cnn, context).tflite for m in Quantization}
 
 
 def _weights(tflite):
@@ -98,5 +98,5 @@ def test_unknown_recipe_names_the_value_and_the_choices():
 
 
 def test_parse_recipes_defaults_to_all_and_drops_duplicates():
-    assert recipes.parse_recipes("") == recipes.names()
-    assert recipes.parse_recipes("int8, fp32,int8") == ["int8", "fp32"]
+    assert [p.name for p in recipes.parse_recipes("")] == recipes.names()
+    assert [p.name for p in recipes.parse_recipes("int8, fp32,int8")] == ["int8", "fp32"]

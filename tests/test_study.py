@@ -135,3 +135,19 @@ def test_data_that_does_not_fit_the_model_names_both_shapes(tmp_path, tiny_cnn):
     with pytest.raises(DataError, match=r"shape \(28, 28, 1\) but the model takes \(8, 8, 1\)"):
         run(StudyConfig(model=str(model_path), data=str(tmp_path / "wrong.npz"), output_dir=str(tmp_path / "o")))
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_training_time_rows_carry_sparsity_and_not_applicable_reasons(tmp_path):
+    results = run(_config(tmp_path, recipes=("prune:0.5", "prune_xnnpack"), finetune_epochs=1, threads=(1,)))
+    rows = {r.recipe: r for r in results.rows}
+    assert rows["prune:0.5"].ok and abs(rows["prune:0.5"].extras["sparsity"] - 0.5) <= 0.01
+    assert rows["prune:0.5"].extras["stages"][0] == {
+        "recipe": "prune",
+        "params": {"finetune_epochs": 1, "finetune_learning_rate": 5e-4, "sparsity": 0.5,
+                   "pruning_schedule": "polynomial"},
+    }  # fmt: skip
+    assert (tmp_path / "out" / "cnn" / "prune_0.5.tflite").is_file()
+    xnn = rows["prune_xnnpack"]
+    assert xnn.status is Status.NOT_APPLICABLE and "Conv2D 3x3" in xnn.error and xnn.tflite_path is None
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "compare `gzip x fp32`" in report and "not_applicable" in report

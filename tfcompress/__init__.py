@@ -9,6 +9,7 @@ Everything the scripts do is callable from here::
     results = tfc.run_study(tfc.StudyConfig(recipes=("fp32", "int8")))
 """
 
+from tfcompress import catalog  # noqa: F401  (registers every recipe)
 from tfcompress._keras import keras, tf
 from tfcompress.benchmark import LatencyError, LatencyStats, measure_latency
 from tfcompress.convert import Quantization, convert
@@ -23,10 +24,25 @@ from tfcompress.data import (
     load_npz,
 )
 from tfcompress.evaluate import accuracy, run_tflite, top1
+from tfcompress.graph import weight_stats
 from tfcompress.models import ModelError, build_cnn, load_model, train
-from tfcompress.recipes import Compressed, Recipe, RecipeContext, RecipeError, parse_recipes, register
+from tfcompress.recipes import (
+    Compressed,
+    Kind,
+    NotApplicable,
+    Pipeline,
+    Recipe,
+    RecipeContext,
+    RecipeError,
+    Transformed,
+    parse,
+    parse_recipes,
+    register,
+    register_alias,
+)
 from tfcompress.recipes import get as get_recipe
 from tfcompress.recipes import names as recipe_names
+from tfcompress.recipes import run as run_pipeline
 from tfcompress.report import format_table
 from tfcompress.results import Results, Row, Status
 from tfcompress.results import load as load_results
@@ -37,6 +53,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Compressed",
+    "Kind",
+    "NotApplicable",
+    "Pipeline",
+    "Transformed",
+    "parse",
+    "register_alias",
+    "run_pipeline",
+    "weight_stats",
     "DataError",
     "Dataset",
     "LatencyError",

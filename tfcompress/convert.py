@@ -34,6 +34,7 @@ def convert(
     model: keras.Model,
     mode: Quantization = Quantization.FP32,
     calibration_data: np.ndarray | None = None,
+    sparse: bool = False,
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
@@ -42,6 +43,8 @@ def convert(
       mode: the post-training quantization mode.
       calibration_data: inputs (N, ...) that represent real data; required by
         INT8 and INT16X8 to choose activation ranges.
+      sparse: also apply the converter's EXPERIMENTAL_SPARSITY, which stores
+        sparse weights in a compressed format (smaller files, no speed-up).
 
     Returns:
       The .tflite file's bytes.
@@ -53,8 +56,10 @@ def convert(
     if mode.needs_calibration and (calibration_data is None or len(calibration_data) == 0):
         raise ValueError(f"Quantization {mode.value!r} needs calibration_data (representative inputs).")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode is not Quantization.FP32:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    optimizations = [] if mode is Quantization.FP32 else [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
     if mode is Quantization.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
     elif mode is Quantization.INT8:

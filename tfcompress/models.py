@@ -47,6 +47,17 @@ def build_cnn(
     )
 
 
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether the classifier ends in a softmax (probabilities) rather than logits."""
+    last = model.layers[-1]
+    while isinstance(getattr(last, "layer", None), keras.layers.Layer):  # TFMOT wrappers
+        last = last.layer
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"
+
+
 def train(
     model: keras.Model,
     dataset: Dataset,
@@ -55,12 +66,16 @@ def train(
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     verbose: int = 1,
+    callbacks: list | None = None,
 ) -> float:
-    """Trains a logits classifier in place with Adam; returns the wall time in seconds."""
+    """Trains a classifier in place with Adam; returns the wall time in seconds.
+
+    The loss takes logits or probabilities, whichever the model outputs.
+    """
     keras.utils.set_random_seed(seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
         metrics=["accuracy"],
     )
     start = time.perf_counter()
@@ -69,10 +84,26 @@ def train(
         dataset.y_train,
         epochs=epochs,
         batch_size=batch_size,
-        validation_data=(dataset.x_test, dataset.y_test),
         verbose=verbose,
+        callbacks=callbacks or [],
     )
     return time.perf_counter() - start
+
+
+def is_subclassed(model: keras.Model) -> bool:
+    """Subclassed models have no layer graph that TFMOT or cloning can walk."""
+    return not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
+
+
+def clone(model: keras.Model) -> keras.Model:
+    """A copy with new layer objects and the same weights.
+
+    TFMOT's pruning and clustering wrappers reuse the layers they wrap, so
+    fine-tuning a wrapped original would silently change the baseline.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_model(path: str, safe_mode: bool = True) -> keras.Model:

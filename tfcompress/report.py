@@ -38,6 +38,16 @@ def _delta(row: Row, base: Row | None) -> str:
     return f"{row.metric - base.metric:+.4g}"
 
 
+# Recipe-specific columns shown when any row has them: (extras key, header, format).
+_EXTRA_COLUMNS = [
+    ("sparsity", "sparsity", ".3f"),
+    ("two_four", "2:4", ""),
+    ("unique_weights", "unique weights", "d"),
+    ("sparse_tflite_bytes", "sparse KB", ".1f"),
+    ("finetune_s", "finetune s", ".1f"),
+]
+
+
 def table(results: Results) -> tuple[list[str], list[list[str]]]:
     """The comparison table: headers and one row of cells per result row.
 
@@ -61,6 +71,8 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
     ]
     for t in threads:
         headers += [f"p50 ms ({t}t)", f"p90 ms ({t}t)", f"speed-up ({t}t)"]
+    extra = [(key, header, spec) for key, header, spec in _EXTRA_COLUMNS if any(key in r.extras for r in results.rows)]
+    headers += [header for _, header, _ in extra]
     headers.append("note")
     cells = []
     for row in results.rows:
@@ -85,6 +97,12 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
                 _fmt(stats and stats.p90_ms, ".3f"),
                 _fmt(speedup, ".2f", "x"),
             ]
+        for key, _, spec in extra:
+            value = row.extras.get(key)
+            if key == "sparse_tflite_bytes" and value is not None:
+                value = value / 1024
+            line.append("" if value is None else ("yes" if value is True else "no" if value is False else
+                                                  f"{value:{spec}}"))  # fmt: skip
         note = row.error or ""
         line.append(note if len(note) <= 80 else note[:77] + "...")
         cells.append(line)
@@ -152,8 +170,16 @@ def to_markdown(results: Results) -> str:
         "- latency is batch-1 `invoke()` time in the LiteRT interpreter with XNNPACK, measured in a child process "
         + f"after {cfg.get('warmup_runs', '?')} warm-up runs over {cfg.get('num_runs', '?')} runs; "
         + "speed-up is fp32's median divided by the row's (above 1 is faster).",
-        "- a `failed` row did not produce a number; its note gives the reason.",
+        "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "
+        + "recipe that cannot apply to this model, and its note says why.",
     ]
+    if any("sparsity" in r.extras for r in results.rows):
+        lines.append(
+            "- sparsity is the measured fraction of zero weights in the .tflite's kernels. Zeros and shared "
+            + "(clustered) values do not shrink the .tflite file itself, only its compressed size: compare "
+            + "`gzip x fp32`, not `size x fp32`, for pruning and clustering (or `sparse KB`, the file written with "
+            + "the converter's EXPERIMENTAL_SPARSITY, when the study ran with --sparse_tflite)."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tfcompress import (
+    catalog,  # noqa: F401  (registers every recipe)
+    graph,
+)
 from tfcompress import data as data_lib
 from tfcompress import models as models_lib
 from tfcompress import recipes as recipes_lib
@@ -42,8 +46,10 @@ class StudyConfig:
       model: a built-in model name ('cnn') or a path to a .keras, .h5 or SavedModel.
       dataset: a built-in dataset name, used when ``data`` is not given.
       data: a path to an .npz file (x_train, y_train, x_test, y_test) or an image folder.
-      recipes: recipe names; empty means every registered recipe. fp32 always
-        runs first, as the reference for ratios and agreement.
+      recipes: recipe specs (names, aliases or pipelines such as
+        'prune:0.9>int8'; see tfcompress.recipes); empty means every
+        registered recipe. fp32 always runs first, as the reference for
+        ratios and agreement.
       threads: interpreter thread counts to time.
       num_runs: timed invoke() runs per latency measurement.
       warmup_runs: untimed runs before timing.
@@ -52,6 +58,12 @@ class StudyConfig:
       seed: seeds the data split, training, calibration draw and latency inputs.
       output_dir: where every file is written.
       latency_timeout_s: a latency child running longer than this is killed.
+      sparsity, pruning_schedule, clusters, centroid_init, finetune_epochs,
+        finetune_learning_rate: defaults of the training-time recipes'
+        parameters (a recipe spec can override them, e.g. 'prune:0.9').
+      sparse_tflite: also convert training-time results with the converter's
+        EXPERIMENTAL_SPARSITY and report that file's size.
+      cache_dir: where trained built-in models are kept; default OUTPUT_DIR/models.
     """
 
     task: str = "classification"
@@ -67,11 +79,38 @@ class StudyConfig:
     seed: int = 0
     output_dir: str = os.path.join("runs", "latest")
     latency_timeout_s: float = 600.0
+    sparsity: float = 0.8
+    pruning_schedule: str = "polynomial"
+    clusters: int = 16
+    centroid_init: str = "kmeans++"
+    finetune_epochs: int = 3
+    finetune_learning_rate: float = 5e-4
+    sparse_tflite: bool = False
+    cache_dir: str | None = None
+
+    def recipe_defaults(self) -> dict:
+        """The study-wide values of recipe parameters."""
+        keys = (
+            "sparsity",
+            "pruning_schedule",
+            "clusters",
+            "centroid_init",
+            "finetune_epochs",
+            "finetune_learning_rate",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+    def pipelines(self) -> list[recipes_lib.Pipeline]:
+        """The recipes to run, parsed, with fp32 first."""
+        pipelines = recipes_lib.parse_recipes(list(self.recipes), self.recipe_defaults())
+        if all(p.name != recipes_lib.BASELINE for p in pipelines):
+            pipelines.insert(0, recipes_lib.parse(recipes_lib.BASELINE))
+        return sorted(pipelines, key=lambda p: p.name != recipes_lib.BASELINE)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise StudyError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
-        object.__setattr__(self, "recipes", tuple(recipes_lib.parse_recipes(list(self.recipes))))
+        object.__setattr__(self, "recipes", tuple(p.name for p in self.pipelines()))
         object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
         if not self.threads or min(self.threads) < 1:
             raise StudyError(f"threads must be positive integers, got {list(self.threads)}.")
@@ -151,7 +190,7 @@ def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
         model, cached = models_lib.get_builtin_model(
             config.model,
             dataset,
-            os.path.join(config.output_dir, "models"),
+            config.cache_dir or os.path.join(config.output_dir, "models"),
             epochs=config.epochs,
             seed=config.seed,
             verbose=2,
@@ -209,6 +248,19 @@ def _measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config:
             row.error = f"latency at {threads} thread(s): {e}"
 
 
+def _weight_columns(pipeline: recipes_lib.Pipeline, tflite: bytes) -> dict:
+    """The sparsity and clustering columns of a training-time row, measured in the .tflite."""
+    stats = graph.weight_stats(tflite)
+    stage_names = {s.recipe.name for s in pipeline.stages}
+    columns = {"sparsity": stats["sparsity"], "layer_sparsity": stats["layer_sparsity"]}
+    if "prune_2of4" in stage_names:
+        columns["two_four"] = stats["two_four"]
+        columns["two_four_exempt"] = stats["two_four_exempt"]
+    if "cluster" in stage_names:
+        columns["unique_weights"] = stats["unique_weights"]
+    return columns
+
+
 def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> Results:
     """Runs every recipe of the study and writes results.json, results.csv, report.md and plots.
 
@@ -227,41 +279,55 @@ def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> R
         nothing is written to the output directory in that case except a
         trained model's cache.
     """
+    verbose = 2 if progress else 0  # Keras prints a line per fine-tuning epoch when the caller shows progress
     progress = progress or (lambda _: None)
-    recipe_names = [recipes_lib.BASELINE] + [r for r in config.recipes if r != recipes_lib.BASELINE]
+    pipelines = config.pipelines()
     prepare_output_dir(config.output_dir)
     model, name, dataset = _load_model_and_data(config, progress)
     rng = np.random.default_rng(config.seed)
     calibration = dataset.x_train[
         rng.choice(len(dataset.x_train), min(config.calibration_samples, len(dataset.x_train)), replace=False)
     ]
-    context = recipes_lib.RecipeContext(calibration_data=calibration, seed=config.seed)
-    results = Results(config=config.to_dict() | {"recipes": recipe_names}, environment=environment())
+    context = recipes_lib.RecipeContext(
+        calibration_data=calibration,
+        dataset=dataset,
+        seed=config.seed,
+        sparse_tflite=config.sparse_tflite,
+        verbose=verbose,
+    )
+    results = Results(config=config.to_dict(), environment=environment())
     results_path = os.path.join(config.output_dir, "results.json")
     params = int(model.count_params())
     fp32_top1 = None
-    for i, recipe_name in enumerate(recipe_names, 1):
-        recipe = recipes_lib.get(recipe_name)
-        row = Row(task=config.task, model=name, recipe=recipe_name, params=params)
+    transformed_cache: dict = {}  # shared transform prefixes: prune, prune_int8 and pqat prune once
+    for i, pipeline in enumerate(pipelines, 1):
+        row = Row(task=config.task, model=name, recipe=pipeline.name, params=params)
+        if pipeline.transforms:
+            progress(f"[{i}/{len(pipelines)}] {pipeline.name}: fine-tuning ...")
         start = time.perf_counter()
         try:
-            compressed = recipe.apply(model, context)
+            compressed = recipes_lib.run(pipeline, model, context, transformed_cache)
             row.convert_s = time.perf_counter() - start
             row.extras.update(compressed.extras)
-            path = _inside(config.output_dir, name, f"{recipe_name}.tflite")
+            path = _inside(config.output_dir, name, f"{pipeline.file_stem}.tflite")
             results_lib.write_atomic(path, compressed.tflite)
             row.tflite_path = os.path.relpath(path, config.output_dir)
+            if pipeline.transforms:
+                row.extras.update(_weight_columns(pipeline, compressed.tflite))
             _measure_row(row, compressed.tflite, path, dataset, fp32_top1, config)
+        except recipes_lib.NotApplicable as e:
+            row.status = Status.NOT_APPLICABLE
+            row.error = " ".join(str(e).split())
         except Exception as e:  # one recipe's failure is a row, not the end of the study
             row.status = Status.FAILED
             row.error = _one_line(e)
         top = row.extras.pop("_top1", None)
-        if recipe_name == recipes_lib.BASELINE and top is not None:
+        if pipeline.name == recipes_lib.BASELINE and top is not None:
             fp32_top1 = top
             row.agreement = 1.0
         results.rows.append(row)
         results_lib.save(results, results_path)
-        progress(_progress_line(i, len(recipe_names), row))
+        progress(_progress_line(i, len(pipelines), row))
     report_lib.write_all(results, config.output_dir)
     return results
 

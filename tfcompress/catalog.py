@@ -1,0 +1,20 @@
+"""The full recipe catalogue: importing this registers every recipe and alias.
+
+The order of registration is the order of a default study: the post-training
+exports, then the training-time transforms, then the fixed combinations.
+"""
+
+from tfcompress import clustering, pruning, qat, recipes  # noqa: F401  (imports register the recipes)
+
+for _name, _spec, _description in [
+    ("prune_int8", "prune>int8", "pruned, then full-integer post-training quantization"),
+    ("cluster_int8", "cluster>int8", "clustered, then full-integer post-training quantization"),
+    ("pqat", "prune>qat:preserve=sparsity", "sparsity-preserving QAT of the pruned model (TFMOT PQAT)"),
+    ("cqat", "cluster>qat:preserve=clusters", "cluster-preserving QAT of the clustered model (TFMOT CQAT)"),
+    (
+        "pcqat",
+        "prune>cluster:preserve_sparsity=true>qat:preserve=all",
+        "pruned, sparsity-preserving clustering, then QAT preserving both (TFMOT PCQAT)",
+    ),
+]:
+    recipes.register_alias(_name, _spec, _description)
