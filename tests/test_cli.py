@@ -96,3 +96,33 @@ def test_users_functional_keras_model_and_npz_go_through_all_five_recipes(tmp_pa
     assert [r["recipe"] for r in rows] == ["fp32", "dynamic_range", "float16", "int8", "int16x8"]
     assert all(r["status"] == "ok" and r["model"] == "users_model" for r in rows), [r["error"] for r in rows]
     assert all((out / r["tflite_path"]).is_file() for r in rows)
+
+
+def test_sparsity_sweep_end_to_end(tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_module(
+        "experiments.sparsity_sweep",
+        "--sparsities=0.5,0.8",
+        "--recipes=prune,prune_int8",
+        "--dataset=digits",
+        "--epochs=2",
+        "--finetune_epochs=1",
+        "--num_runs=3",
+        f"--output_dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert [(p["target"], p["recipe"]) for p in points] == [
+        (0.5, "prune"), (0.5, "prune_int8"), (0.8, "prune"), (0.8, "prune_int8")
+    ]  # fmt: skip
+    for p in points:
+        assert p["status"] == "ok" and abs(p["sparsity"] - p["target"]) <= 0.01
+    by_target = {p["target"]: p for p in points if p["recipe"] == "prune"}
+    assert by_target[0.8]["gzip_bytes"] < by_target[0.5]["gzip_bytes"]  # more zeros compress better
+    assert (out / "sweep.png").stat().st_size > 0 and "| 0.8" in (out / "sweep.md").read_text()
+    assert len(list((out / "models").glob("*.keras"))) == 1  # the model was trained once for the whole sweep
+
+
+def test_sweep_rejects_a_bad_sparsity(tmp_path):
+    proc = run_module("experiments.sparsity_sweep", "--sparsities=0.5,1.5", f"--output_dir={tmp_path}")
+    assert proc.returncode != 0 and "--sparsities must be numbers in [0, 1)" in proc.stderr

@@ -4,7 +4,15 @@ The order of registration is the order of a default study: the post-training
 exports, then the training-time transforms, then the fixed combinations.
 """
 
-from tfcompress import clustering, pruning, qat, recipes  # noqa: F401  (imports register the recipes)
+from tfcompress import recipes
+
+# Importing a module registers its recipes; import order is the default study's order.
+# isort: off
+from tfcompress import pruning  # noqa: E402, F401
+from tfcompress import clustering  # noqa: E402, F401
+from tfcompress import qat  # noqa: E402, F401
+
+# isort: on
 
 for _name, _spec, _description in [
     ("prune_int8", "prune>int8", "pruned, then full-integer post-training quantization"),
