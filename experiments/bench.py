@@ -116,7 +116,7 @@ def _mobilenet_section(tfc, work_dir, threads, num_runs, warmup_runs, tolerance)
     params = model.count_params()
     for name in MOBILENET_RECIPES:
         path = os.path.join(folder, f"{name}.tflite")
-        tflite = tfc.get_recipe(name).apply(model, context).tflite
+        tflite = tfc.get_recipe(name).apply(model, context)
         with open(path, "wb") as f:
             f.write(tflite)
         for t in threads:

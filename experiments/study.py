@@ -58,6 +58,22 @@ _FINETUNE_LEARNING_RATE = flags.DEFINE_float(
 _SPARSE_TFLITE = flags.DEFINE_boolean(
     "sparse_tflite", False, "Also convert training-time results with EXPERIMENTAL_SPARSITY and report that size."
 )
+_RESUME = flags.DEFINE_boolean(
+    "resume", False, "Keep the rows an interrupted run of the same configuration finished, and run the rest."
+)
+_FAIL_FAST = flags.DEFINE_boolean("fail_fast", False, "Stop at the first failed recipe (and exit 1).")
+_ALLOW_UNSAFE = flags.DEFINE_boolean(
+    "allow_unsafe_deserialization",
+    False,
+    "Load --model with Keras safe_mode off (Lambda layers run code from the file). Only for files you trust.",
+)
+_ISOLATE = flags.DEFINE_boolean(
+    "isolate", True, "Run each recipe in its own process, so a native crash or a time-out is a failed row."
+)
+_RECIPE_TIMEOUT_S = flags.DEFINE_float(
+    "recipe_timeout_s", 3600.0, "Kill an isolated recipe after this many seconds (a failed row).", lower_bound=1.0
+)
+_PLUGINS = flags.DEFINE_list("plugins", [], "Python modules to import first; the recipes they register can be used.")
 _PRESET = flags.DEFINE_enum(
     "preset",
     "quick",
@@ -104,14 +120,33 @@ def main(argv):
             finetune_epochs=_FINETUNE_EPOCHS.value or preset["finetune_epochs"],
             finetune_learning_rate=_FINETUNE_LEARNING_RATE.value,
             sparse_tflite=_SPARSE_TFLITE.value,
+            resume=_RESUME.value,
+            fail_fast=_FAIL_FAST.value,
+            allow_unsafe_deserialization=_ALLOW_UNSAFE.value,
+            isolate=_ISOLATE.value,
+            recipe_timeout_s=_RECIPE_TIMEOUT_S.value,
+            plugins=tuple(_PLUGINS.value),
         )
         results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
     except (tfc.StudyError, tfc.RecipeError, tfc.DataError, tfc.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. Every finished row is in {_OUTPUT_DIR.value}/results.json; run the same command "
+            + "with --resume to continue where it stopped.",
+            file=sys.stderr,
+        )
+        return 130
     print()
     print(tfc.format_table(results, "github"))
     print(f"\nResults, report and plots are in {config.output_dir}/")
+    baseline = results.baseline()
+    if baseline is None or not baseline.ok:
+        print(f"error: the fp32 baseline failed: {baseline.error if baseline else 'no row'}", file=sys.stderr)
+        return 1
+    if config.fail_fast and any(r.status is tfc.Status.FAILED for r in results.rows):
+        return 1
     return 0
 
 

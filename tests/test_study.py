@@ -14,7 +14,13 @@ from tfcompress.study import StudyConfig, StudyError, run
 
 def _config(tmp_path, **kwargs):
     defaults = dict(
-        model="cnn", dataset="digits", epochs=3, recipes=("fp32", "dynamic_range", "int8"), num_runs=5, warmup_runs=1
+        model="cnn",
+        dataset="digits",
+        epochs=3,
+        recipes=("fp32", "dynamic_range", "int8"),
+        num_runs=5,
+        warmup_runs=1,
+        isolate=False,  # in-process, so monkeypatched helpers apply; tests/test_isolation.py covers isolation
     )
     return StudyConfig(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
 
@@ -151,3 +157,38 @@ def test_training_time_rows_carry_sparsity_and_not_applicable_reasons(tmp_path):
     assert xnn.status is Status.NOT_APPLICABLE and "Conv2D 3x3" in xnn.error and xnn.tflite_path is None
     report = (tmp_path / "out" / "report.md").read_text()
     assert "compare `gzip x fp32`" in report and "not_applicable" in report
+
+
+def test_resume_keeps_finished_rows_and_runs_the_rest(tmp_path):
+    full = run(_config(tmp_path, epochs=1))
+    out = tmp_path / "out"
+    saved = json.loads((out / "results.json").read_text())
+    saved["rows"] = saved["rows"][:2]  # as if the study had been killed during int8
+    (out / "results.json").write_text(json.dumps(saved))
+    lines = []
+    resumed = run(_config(tmp_path, epochs=1, resume=True), progress=lines.append)
+    assert [r.recipe for r in resumed.rows] == ["fp32", "dynamic_range", "int8"]
+    assert sum("[kept from the earlier run]" in line for line in lines) == 2
+    for a, b in zip(full.rows, resumed.rows, strict=True):
+        assert (a.recipe, a.status, a.size_bytes, a.metric, a.agreement) == (
+            b.recipe, b.status, b.size_bytes, b.metric, b.agreement
+        )  # fmt: skip
+
+
+def test_resume_refuses_results_of_another_configuration(tmp_path):
+    run(_config(tmp_path, epochs=1, recipes=("fp32",)))
+    with pytest.raises(StudyError, match="made with another configuration"):
+        run(_config(tmp_path, epochs=1, recipes=("fp32",), seed=1, resume=True))
+
+
+def test_fail_fast_stops_at_the_first_failed_row(tmp_path, monkeypatch):
+    real = benchmark._worker_command
+
+    def crash_on_dynamic_range(path, *args):
+        if path.endswith("dynamic_range.tflite"):
+            return [sys.executable, "-c", "import os; os.abort()"]
+        return real(path, *args)
+
+    monkeypatch.setattr(benchmark, "_worker_command", crash_on_dynamic_range)
+    results = run(_config(tmp_path, epochs=1, fail_fast=True))
+    assert [(r.recipe, r.status.value) for r in results.rows] == [("fp32", "ok"), ("dynamic_range", "failed")]

@@ -49,8 +49,24 @@ def _measure(path: str, threads: int, num_runs: int, warmup_runs: int, seed: int
     }
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies (Linux), so a killed study leaves no worker behind."""
+    try:
+        import ctypes
+        import os
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str]) -> int:
     args = json.loads(argv[1])
+    if "parent_pid" in args:
+        _die_with_parent(args["parent_pid"])
     try:
         result = _measure(args["path"], args["threads"], args["num_runs"], args["warmup_runs"], args["seed"])
     except Exception as e:  # report any Python-level failure as data for the parent

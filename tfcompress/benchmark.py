@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
+
+from tfcompress._process import describe_exit
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_latency_worker.py")
 
@@ -51,18 +52,16 @@ def _worker_command(tflite_path: str, threads: int, num_runs: int, warmup_runs: 
         "-I",  # isolated: the worker's folder is not put on sys.path
         _WORKER,
         json.dumps(
-            {"path": tflite_path, "threads": threads, "num_runs": num_runs, "warmup_runs": warmup_runs, "seed": seed}
+            {
+                "path": tflite_path,
+                "threads": threads,
+                "num_runs": num_runs,
+                "warmup_runs": warmup_runs,
+                "seed": seed,
+                "parent_pid": os.getpid(),
+            }
         ),
     ]
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with status {returncode}"
 
 
 def measure_latency(
@@ -102,7 +101,7 @@ def measure_latency(
             break
     if proc.returncode != 0 or result is None:
         detail = (result or {}).get("error") or " ".join(proc.stderr.strip().splitlines()[-1:])
-        raise LatencyError(f"latency child {_describe_exit(proc.returncode)}" + (f": {detail}" if detail else ""))
+        raise LatencyError(f"latency child {describe_exit(proc.returncode)}" + (f": {detail}" if detail else ""))
     return LatencyStats.from_dict(result)
 
 
@@ -135,6 +134,6 @@ def litert_benchmark(
             raise LatencyError(f"litert-benchmark timed out after {timeout_s:g} s") from None
         if proc.returncode != 0 or not os.path.exists(result_json):
             tail = " ".join(proc.stderr.strip().splitlines()[-1:])
-            raise LatencyError(f"litert-benchmark {_describe_exit(proc.returncode)}: {tail}")
+            raise LatencyError(f"litert-benchmark {describe_exit(proc.returncode)}: {tail}")
         with open(result_json, encoding="utf-8") as f:
             return json.load(f)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
+import importlib
 import importlib.metadata
+import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -20,6 +25,7 @@ import numpy as np
 from tfcompress import (
     catalog,  # noqa: F401  (registers every recipe)
     graph,
+    isolation,
 )
 from tfcompress import data as data_lib
 from tfcompress import models as models_lib
@@ -64,6 +70,18 @@ class StudyConfig:
       sparse_tflite: also convert training-time results with the converter's
         EXPERIMENTAL_SPARSITY and report that file's size.
       cache_dir: where trained built-in models are kept; default OUTPUT_DIR/models.
+      resume: keep the rows already finished (ok or not_applicable) in
+        OUTPUT_DIR/results.json when it was made with the same configuration,
+        and run only the rest.
+      fail_fast: stop at the first failed row.
+      allow_unsafe_deserialization: load a user's model with Keras safe_mode
+        off (runs code stored in the file, such as Lambda layers); only for
+        files you trust.
+      isolate: run each recipe in its own process (tfcompress.isolation), so
+        that a native crash or a time-out is a failed row, not a dead study.
+      recipe_timeout_s: an isolated recipe running longer than this is killed.
+      plugins: Python modules to import before the recipes are parsed, so that
+        the recipes they register can be named (e.g. 'mypackage.recipes').
     """
 
     task: str = "classification"
@@ -87,6 +105,20 @@ class StudyConfig:
     finetune_learning_rate: float = 5e-4
     sparse_tflite: bool = False
     cache_dir: str | None = None
+    resume: bool = False
+    fail_fast: bool = False
+    isolate: bool = True
+    recipe_timeout_s: float = 3600.0
+    plugins: tuple[str, ...] = ()
+    allow_unsafe_deserialization: bool = False
+
+    # Fields that change how a study runs or where it writes, but not its rows.
+    _NOT_HASHED = ("output_dir", "cache_dir", "resume", "fail_fast", "latency_timeout_s", "isolate", "recipe_timeout_s")
+
+    def config_hash(self) -> str:
+        """A digest of every setting that decides the rows; --resume requires it to match."""
+        d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_HASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def recipe_defaults(self) -> dict:
         """The study-wide values of recipe parameters."""
@@ -108,6 +140,12 @@ class StudyConfig:
         return sorted(pipelines, key=lambda p: p.name != recipes_lib.BASELINE)
 
     def __post_init__(self):
+        object.__setattr__(self, "plugins", tuple(self.plugins))
+        for module in self.plugins:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise StudyError(f"Cannot import plugin module {module!r} ({e}); check --plugins.") from None
         if self.task not in TASKS:
             raise StudyError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
         object.__setattr__(self, "recipes", tuple(p.name for p in self.pipelines()))
@@ -124,9 +162,10 @@ class StudyConfig:
             )
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["recipes"] = list(self.recipes)
         d["threads"] = list(self.threads)
+        d["plugins"] = list(self.plugins)
         return d
 
 
@@ -198,7 +237,12 @@ def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
         progress(f"Model {config.model}: {'loaded from the cache' if cached else 'trained'} on {dataset.name}.")
         name = config.model
     else:
-        model = models_lib.load_model(config.model)
+        if config.allow_unsafe_deserialization:
+            progress(
+                "WARNING: --allow_unsafe_deserialization is on: the model file may run code while it loads; "
+                + "use it only for files you trust."
+            )
+        model = models_lib.load_model(config.model, safe_mode=not config.allow_unsafe_deserialization)
         name = models_lib.model_name(config.model)
         source = config.data or config.dataset
         kwargs = {}
@@ -261,11 +305,112 @@ def _weight_columns(pipeline: recipes_lib.Pipeline, tflite: bytes) -> dict:
     return columns
 
 
+@dataclasses.dataclass
+class _Prepared:
+    """What every recipe of a study shares: the baseline model, its name, the data and the context."""
+
+    model: object
+    name: str
+    dataset: data_lib.Dataset
+    context: recipes_lib.RecipeContext
+    params: int
+
+
+def _prepare(config: StudyConfig, progress: Callable[[str], None], verbose: int) -> _Prepared:
+    model, name, dataset = _load_model_and_data(config, progress)
+    rng = np.random.default_rng(config.seed)
+    calibration = dataset.x_train[
+        rng.choice(len(dataset.x_train), min(config.calibration_samples, len(dataset.x_train)), replace=False)
+    ]
+    context = recipes_lib.RecipeContext(
+        calibration_data=calibration,
+        dataset=dataset,
+        seed=config.seed,
+        sparse_tflite=config.sparse_tflite,
+        verbose=verbose,
+    )
+    return _Prepared(model, name, dataset, context, int(model.count_params()))
+
+
+class _TransformCache:
+    """Transformed models saved as .keras files, so that recipe processes share transform prefixes.
+
+    Models that cannot be saved as plain Keras (QAT's wrappers) are simply not cached.
+    """
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def _path(self, key) -> str:
+        return os.path.join(self.folder, hashlib.sha256(repr(key).encode()).hexdigest()[:20])
+
+    def __contains__(self, key) -> bool:
+        return os.path.exists(self._path(key) + ".json")
+
+    def __getitem__(self, key) -> recipes_lib.Transformed:
+        from tfcompress._keras import keras
+
+        path = self._path(key)
+        with open(path + ".json", encoding="utf-8") as f:
+            extras = json.load(f)
+        return recipes_lib.Transformed(keras.models.load_model(path + ".keras", compile=False), extras)
+
+    def __setitem__(self, key, value: recipes_lib.Transformed) -> None:
+        path = self._path(key)
+        os.makedirs(self.folder, exist_ok=True)
+        try:
+            value.model.save(path + ".tmp.keras")
+        except Exception:  # e.g. QAT-wrapped models need TFMOT's scope to save: skip caching them
+            if os.path.exists(path + ".tmp.keras"):
+                os.unlink(path + ".tmp.keras")
+            return
+        os.replace(path + ".tmp.keras", path + ".keras")
+        results_lib.write_atomic(path + ".json", json.dumps(value.extras))
+
+
+def _run_recipe(prepared: _Prepared, pipeline: recipes_lib.Pipeline, config: StudyConfig, fp32_top1, cache):
+    """Runs one pipeline in this process; any failure becomes the row's status. Returns (row, top-1)."""
+    row = Row(task=config.task, model=prepared.name, recipe=pipeline.name, params=prepared.params)
+    start = time.perf_counter()
+    try:
+        compressed = recipes_lib.run(pipeline, prepared.model, prepared.context, cache)
+        row.convert_s = time.perf_counter() - start
+        row.extras.update(compressed.extras)
+        path = _inside(config.output_dir, prepared.name, f"{pipeline.file_stem}.tflite")
+        results_lib.write_atomic(path, compressed.tflite)
+        row.tflite_path = os.path.relpath(path, config.output_dir)
+        if pipeline.transforms:
+            row.extras.update(_weight_columns(pipeline, compressed.tflite))
+        _measure_row(row, compressed.tflite, path, prepared.dataset, fp32_top1, config)
+    except recipes_lib.NotApplicable as e:
+        row.status = Status.NOT_APPLICABLE
+        row.error = " ".join(str(e).split())
+    except Exception as e:  # one recipe's failure is a row, not the end of the study
+        row.status = Status.FAILED
+        row.error = _one_line(e)
+    top = row.extras.pop("_top1", None)
+    if pipeline.name == recipes_lib.BASELINE and top is not None:
+        row.agreement = 1.0
+    return row, top
+
+
+def run_one(config: StudyConfig, recipe: str, fp32_top1=None) -> tuple[Row, np.ndarray | None]:
+    """Runs a single recipe of a study in this process (what an isolated recipe process does).
+
+    Returns the row and its top-1 predictions on the test split (None if it has none).
+    """
+    prepared = _prepare(config, lambda _: None, verbose=2)
+    cache = _TransformCache(os.path.join(config.output_dir, ".transforms", config.config_hash()))
+    return _run_recipe(prepared, recipes_lib.parse(recipe, config.recipe_defaults()), config, fp32_top1, cache)
+
+
 def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> Results:
     """Runs every recipe of the study and writes results.json, results.csv, report.md and plots.
 
     results.json is rewritten (atomically) after each finished row. A recipe
     that fails becomes a failed row with its reason and the study goes on.
+    With ``config.isolate`` (the default) each recipe runs in its own process,
+    so native crashes and time-outs become failed rows too.
 
     Args:
       config: the study's configuration.
@@ -283,53 +428,75 @@ def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> R
     progress = progress or (lambda _: None)
     pipelines = config.pipelines()
     prepare_output_dir(config.output_dir)
-    model, name, dataset = _load_model_and_data(config, progress)
-    rng = np.random.default_rng(config.seed)
-    calibration = dataset.x_train[
-        rng.choice(len(dataset.x_train), min(config.calibration_samples, len(dataset.x_train)), replace=False)
-    ]
-    context = recipes_lib.RecipeContext(
-        calibration_data=calibration,
-        dataset=dataset,
-        seed=config.seed,
-        sparse_tflite=config.sparse_tflite,
-        verbose=verbose,
-    )
-    results = Results(config=config.to_dict(), environment=environment())
+    prepared = _prepare(config, progress, verbose)
+    results = Results(config=config.to_dict() | {"config_hash": config.config_hash()}, environment=environment())
     results_path = os.path.join(config.output_dir, "results.json")
-    params = int(model.count_params())
-    fp32_top1 = None
+    finished = _finished_rows(config, results_path, progress) if config.resume else {}
+    fp32_top1, fp32_top1_path = None, None
     transformed_cache: dict = {}  # shared transform prefixes: prune, prune_int8 and pqat prune once
-    for i, pipeline in enumerate(pipelines, 1):
-        row = Row(task=config.task, model=name, recipe=pipeline.name, params=params)
-        if pipeline.transforms:
-            progress(f"[{i}/{len(pipelines)}] {pipeline.name}: fine-tuning ...")
-        start = time.perf_counter()
-        try:
-            compressed = recipes_lib.run(pipeline, model, context, transformed_cache)
-            row.convert_s = time.perf_counter() - start
-            row.extras.update(compressed.extras)
-            path = _inside(config.output_dir, name, f"{pipeline.file_stem}.tflite")
-            results_lib.write_atomic(path, compressed.tflite)
-            row.tflite_path = os.path.relpath(path, config.output_dir)
+    work_dir = tempfile.mkdtemp(prefix=".work-", dir=config.output_dir) if config.isolate else None
+    try:
+        for i, pipeline in enumerate(pipelines, 1):
+            done = finished.get(pipeline.name)
+            if done is not None:
+                results.rows.append(done)
+                if pipeline.name == recipes_lib.BASELINE:
+                    fp32_top1 = top1(
+                        run_tflite(os.path.join(config.output_dir, done.tflite_path), prepared.dataset.x_test)
+                    )
+                    if work_dir:
+                        fp32_top1_path = os.path.join(work_dir, "fp32-top1.npy")
+                        np.save(fp32_top1_path, fp32_top1, allow_pickle=False)
+                progress(_progress_line(i, len(pipelines), done) + " [kept from the earlier run]")
+                continue
             if pipeline.transforms:
-                row.extras.update(_weight_columns(pipeline, compressed.tflite))
-            _measure_row(row, compressed.tflite, path, dataset, fp32_top1, config)
-        except recipes_lib.NotApplicable as e:
-            row.status = Status.NOT_APPLICABLE
-            row.error = " ".join(str(e).split())
-        except Exception as e:  # one recipe's failure is a row, not the end of the study
-            row.status = Status.FAILED
-            row.error = _one_line(e)
-        top = row.extras.pop("_top1", None)
-        if pipeline.name == recipes_lib.BASELINE and top is not None:
-            fp32_top1 = top
-            row.agreement = 1.0
-        results.rows.append(row)
-        results_lib.save(results, results_path)
-        progress(_progress_line(i, len(pipelines), row))
+                progress(f"[{i}/{len(pipelines)}] {pipeline.name}: fine-tuning ...")
+            if config.isolate:
+                skeleton = Row(task=config.task, model=prepared.name, recipe=pipeline.name, params=prepared.params)
+                row, top_path = isolation.run_isolated(
+                    config.to_dict(), pipeline.name, skeleton, work_dir, fp32_top1_path, config.recipe_timeout_s
+                )
+                if pipeline.name == recipes_lib.BASELINE and top_path:
+                    fp32_top1_path = top_path
+            else:
+                row, top = _run_recipe(prepared, pipeline, config, fp32_top1, transformed_cache)
+                if pipeline.name == recipes_lib.BASELINE:
+                    fp32_top1 = top
+            results.rows.append(row)
+            results_lib.save(results, results_path)
+            progress(_progress_line(i, len(pipelines), row))
+            if config.fail_fast and row.status is Status.FAILED:
+                progress(f"Stopping at the first failure (--fail_fast): {row.recipe}.")
+                break
+    finally:
+        if work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
     report_lib.write_all(results, config.output_dir)
     return results
+
+
+def _finished_rows(config: StudyConfig, results_path: str, progress) -> dict[str, Row]:
+    """The rows of an earlier run of the same configuration that need not run again."""
+    if not os.path.exists(results_path):
+        progress(f"Nothing to resume in {config.output_dir}; starting from the beginning.")
+        return {}
+    try:
+        earlier = results_lib.load(results_path)
+    except ValueError as e:
+        raise StudyError(f"Cannot resume: {e} Remove it or choose another --output_dir.") from None
+    if earlier.config.get("config_hash") != config.config_hash():
+        raise StudyError(
+            f"Cannot resume: {results_path} was made with another configuration; run without --resume to "
+            + "start over, or use another --output_dir."
+        )
+    kept = {}
+    for row in earlier.rows:
+        has_file = row.tflite_path and os.path.isfile(os.path.join(config.output_dir, row.tflite_path))
+        if row.status is Status.NOT_APPLICABLE or (row.ok and has_file):
+            kept[row.recipe] = row
+    progress(f"Resuming: {len(kept)} finished row(s) kept from {results_path}.")
+    return kept
 
 
 def _progress_line(i: int, n: int, row: Row) -> str:
