@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 # Rebuilt when requirements.txt or setup.cfg changes (or .venv is missing).
 STAMP := $(VENV)/.installed
 
-.PHONY: venv study test lint bench clean
+.PHONY: venv study test lint bench fuzz clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ test: venv lint
 # Writes BENCHMARKS.md (takes several minutes).
 bench: venv
 	$(PY) -m experiments.bench
+
+# The long fuzz run: 1,000 mutated .tflite and 1,000 mutated .npz files (a few minutes).
+fuzz: venv
+	$(PY) -m experiments.fuzz --tflite_cases=1000 --npz_cases=1000
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

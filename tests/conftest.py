@@ -38,3 +38,23 @@ def run_module(module: str, *args: str, cwd: str = ROOT, timeout: float = 300):
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def study_cli(capsys, *args: str):
+    """Runs experiments.study's main in this process (no TensorFlow start-up); returns (code, out, err).
+
+    A flag that absl refuses returns code 1 and absl's message, as `app.run` would print and exit.
+    """
+    from absl import flags
+
+    import experiments.study as script
+
+    capsys.readouterr()
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["study", *args])
+    except flags.Error as e:
+        return 1, "", f"FATAL Flags parsing error: {e}"
+    code = script.main([])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

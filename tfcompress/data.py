@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 
 import numpy as np
 
@@ -133,10 +132,15 @@ def load_npz(path: str) -> Dataset:
             arrays = {k: npz[k] for k in _NPZ_KEYS}
     except DataError:
         raise
-    except ValueError as e:  # object arrays need pickle, which is never allowed
-        raise DataError(f"{path}: cannot be read without pickle ({e}); save plain numeric arrays.") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    except ValueError as e:
+        if "pickle" in str(e):  # object arrays need pickle, which is never allowed
+            raise DataError(f"{path}: cannot be read without pickle ({e}); save plain numeric arrays.") from None
+        raise DataError(f"{path}: not a readable .npz file ({e}); save it again with numpy.savez.") from None
+    except Exception as e:  # a damaged file raises many kinds (zip, zlib, header parsing): one clear line
+        reason = " ".join(str(e).split())[:200]
+        raise DataError(
+            f"{path}: not a readable .npz file ({type(e).__name__}: {reason}); save it again with numpy.savez."
+        ) from None
     x_train = _as_images(arrays["x_train"], "x_train", path)
     x_test = _as_images(arrays["x_test"], "x_test", path)
     y_train = _as_labels(arrays["y_train"], "y_train", path)

@@ -130,6 +130,11 @@ def load_model(path: str, safe_mode: bool = True) -> keras.Model:
     is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
     if not (is_saved_model or path.endswith(_KERAS_SUFFIXES)):
         raise ModelError(f"Cannot tell the format of {path!r}; give a .keras or .h5 file or a SavedModel folder.")
+    if safe_mode and _holds_code(path):
+        raise ModelError(
+            f"{path!r} holds a Lambda layer, whose Python code would run while loading; refused (safe mode). "
+            + "If you trust the file, pass --allow_unsafe_deserialization."
+        )
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as e:  # Keras raises many types for a bad file; report one line.
@@ -140,13 +145,44 @@ def load_model(path: str, safe_mode: bool = True) -> keras.Model:
     return model
 
 
+def _holds_code(path: str) -> bool:
+    """Whether a saved model declares a Lambda layer (Python code stored in the file).
+
+    Keras' safe_mode refuses these in .keras files, but the legacy .h5 and
+    SavedModel loaders would run them, so every format is checked here first,
+    from the stored configuration, without deserializing anything.
+    """
+    import zipfile
+
+    marker = re.compile(rb'"class_name":\s*"Lambda"')
+    try:
+        if os.path.isdir(path):
+            metadata = os.path.join(path, "keras_metadata.pb")
+            if os.path.exists(metadata):
+                with open(metadata, "rb") as f:
+                    return bool(marker.search(f.read()))
+            return False
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as z:
+                return bool(marker.search(z.read("config.json")))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            config = f.attrs.get("model_config")
+        if config is None:
+            return False
+        return bool(marker.search(config if isinstance(config, bytes) else str(config).encode()))
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False  # unreadable: the loader reports it
+
+
 def model_name(path_or_name: str) -> str:
     """A file-system-safe name for the model's output folder."""
     base = os.path.basename(os.path.normpath(path_or_name))
     for suffix in _KERAS_SUFFIXES:
         if base.endswith(suffix):
             base = base[: -len(suffix)]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")
+    safe = re.sub(r"[^\w.-]+", "_", base).strip("._")
     return safe or "model"
 
 
