@@ -29,8 +29,8 @@ def _study_section(tfc, work_dir):
     return results, [
         "## Default study (`make study`: cnn on mnist5k, every recipe, 1 thread)",
         "",
-        f"Wall time {wall_s:.0f} s in-process, including training the model for {config.epochs} epochs "
-        + "(`make study` adds the Python and TensorFlow start-up, a few seconds).",
+        f"Wall time {wall_s:.0f} s, including training the model for {config.epochs} epochs and running every "
+        + "recipe in its own process (`make study` adds the Python and TensorFlow start-up, a few seconds).",
         "",
         tfc.format_table(results, "github"),
         "",

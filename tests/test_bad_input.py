@@ -25,6 +25,7 @@ def files(tmp_path_factory, tiny_cnn, digits):
     (root / "corrupt_saved_model").mkdir()
     (root / "corrupt_saved_model" / "saved_model.pb").write_bytes(os.urandom(500))
     (root / "model.tflite").write_bytes(b"TFL3" + os.urandom(100))
+    (root / "folder.keras").mkdir()  # a path that exists but cannot be read as a file
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Flatten()(inputs))
     keras.Model(inputs, keras.layers.Dense(10)(x)).save(root / "lambda.keras")
@@ -60,7 +61,7 @@ def files(tmp_path_factory, tiny_cnn, digits):
     paths.update(
         {name: str(root / name) for name in ("model.keras", "model.h5", "saved_model", "truncated.keras",
                                              "corrupt.h5", "corrupt_saved_model", "model.tflite", "lambda.keras",
-                                             "no_images", "one_class")}
+                                             "folder.keras", "no_images", "one_class")}
     )  # fmt: skip
     return paths
 
@@ -76,6 +77,7 @@ def _assert_refused(code, err, out_dir, message):
 
 MODEL_CASES = [
     ("missing", "/no/such/model.keras", "Model path '/no/such/model.keras' does not exist"),
+    ("unreadable", "folder.keras", "Cannot load the Keras model"),
     ("truncated .keras", "truncated.keras", "Cannot load the Keras model"),
     ("corrupt .h5", "corrupt.h5", "Cannot load the Keras model"),
     ("corrupt SavedModel", "corrupt_saved_model", "Cannot load the Keras model"),
@@ -155,6 +157,12 @@ def test_output_dir_that_is_a_file_is_refused(capsys, tmp_path):
 def test_output_dir_that_cannot_be_created_is_refused(capsys):
     code, _, err = study_cli(capsys, "--dataset=digits", "--output_dir=/proc/tfcompress-out")
     assert code == 2 and "Cannot create output directory '/proc/tfcompress-out'" in err
+
+
+def test_output_dir_that_is_not_writable_is_refused(capsys):
+    # /proc/self exists and is a folder, but no file can be created in it (even by root).
+    code, _, err = study_cli(capsys, "--dataset=digits", "--output_dir=/proc/self")
+    assert code == 2 and "Output directory '/proc/self' is not writable" in err
 
 
 def test_paths_with_spaces_and_non_ascii_characters_work(capsys, tmp_path, files):

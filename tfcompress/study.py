@@ -112,8 +112,11 @@ class StudyConfig:
     plugins: tuple[str, ...] = ()
     allow_unsafe_deserialization: bool = False
 
-    # Fields that change how a study runs or where it writes, but not its rows.
-    _NOT_HASHED = ("output_dir", "cache_dir", "resume", "fail_fast", "latency_timeout_s", "isolate", "recipe_timeout_s")
+    # Fields that change how a study runs or where it writes, but not its rows. (The recipe list is not
+    # hashed either: rows are matched by recipe, so a resumed study may add recipes.)
+    _NOT_HASHED = (
+        "output_dir", "cache_dir", "resume", "fail_fast", "latency_timeout_s", "isolate", "recipe_timeout_s", "recipes"
+    )  # fmt: skip
 
     def config_hash(self) -> str:
         """A digest of every setting that decides the rows; --resume requires it to match."""
@@ -208,8 +211,15 @@ def prepare_output_dir(path: str) -> str:
         raise StudyError(
             f"Cannot create output directory {path!r} ({e.strerror}); choose another --output_dir."
         ) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise StudyError(f"Output directory {path!r} is not writable; choose another --output_dir.")
+    try:  # a real write: permission bits do not tell the whole story (root, read-only mounts, /proc)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise StudyError(f"Output directory {path!r} is not writable; choose another --output_dir.") from None
+    for stale in os.listdir(path):  # work folders of an earlier run that was killed
+        if stale.startswith(".work-"):
+            shutil.rmtree(os.path.join(path, stale), ignore_errors=True)
     return path
 
 
