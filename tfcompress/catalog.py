@@ -11,6 +11,7 @@ from tfcompress import recipes
 from tfcompress import pruning  # noqa: E402, F401
 from tfcompress import clustering  # noqa: E402, F401
 from tfcompress import qat  # noqa: E402, F401
+from tfcompress import lowrank  # noqa: E402, F401
 
 # isort: on
 

@@ -386,6 +386,7 @@ def _run_recipe(prepared: _Prepared, pipeline: recipes_lib.Pipeline, config: Stu
         compressed = recipes_lib.run(pipeline, prepared.model, prepared.context, cache)
         row.convert_s = time.perf_counter() - start
         row.extras.update(compressed.extras)
+        row.params = row.extras.pop("params", row.params)  # a transform that changes the model's size says so
         path = _inside(config.output_dir, prepared.name, f"{pipeline.file_stem}.tflite")
         results_lib.write_atomic(path, compressed.tflite)
         row.tflite_path = os.path.relpath(path, config.output_dir)
