@@ -45,3 +45,16 @@ def test_unreadable_model_becomes_latency_error(tmp_path):
 def test_bad_arguments_are_refused(tflite_path, kwargs):
     with pytest.raises(ValueError, match="must be"):
         benchmark.measure_latency(tflite_path, **kwargs)
+
+
+def test_a_real_example_can_be_the_timed_input(tflite_path, digits, tmp_path):
+    import numpy as np
+
+    from tfcompress.evaluate import as_input
+
+    sample = tmp_path / "x.npy"
+    np.save(sample, as_input(digits.x_test[:1], tflite_path), allow_pickle=False)
+    assert benchmark.measure_latency(tflite_path, num_runs=3, warmup_runs=0, input_path=str(sample)).runs == 3
+    np.save(sample, np.zeros((2, 8, 8, 1), np.float32))
+    with pytest.raises(benchmark.LatencyError, match=r"input float32\[2, 8, 8, 1\] does not match"):
+        benchmark.measure_latency(tflite_path, num_runs=1, input_path=str(sample))

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 
-def _measure(path: str, threads: int, num_runs: int, warmup_runs: int, seed: int) -> dict:
+def _measure(path: str, threads: int, num_runs: int, warmup_runs: int, seed: int, input_path=None) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=threads)
@@ -21,7 +21,14 @@ def _measure(path: str, threads: int, num_runs: int, warmup_runs: int, seed: int
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():
         dtype = detail["dtype"]
-        if np.issubdtype(dtype, np.integer):
+        if input_path is not None:  # a real example, already in the tensor's shape and dtype
+            value = np.load(input_path, allow_pickle=False)
+            if value.shape != tuple(detail["shape"]) or value.dtype != dtype:
+                raise ValueError(
+                    f"input {value.dtype}{list(value.shape)} does not match the model's {np.dtype(dtype)}"
+                    + f"{list(detail['shape'])}"
+                )
+        elif np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             value = rng.integers(info.min, info.max, size=detail["shape"], endpoint=True, dtype=dtype)
         else:
@@ -68,7 +75,9 @@ def main(argv: list[str]) -> int:
     if "parent_pid" in args:
         _die_with_parent(args["parent_pid"])
     try:
-        result = _measure(args["path"], args["threads"], args["num_runs"], args["warmup_runs"], args["seed"])
+        result = _measure(
+            args["path"], args["threads"], args["num_runs"], args["warmup_runs"], args["seed"], args.get("input_path")
+        )
     except Exception as e:  # report any Python-level failure as data for the parent
         print(json.dumps({"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}), flush=True)
         return 1

@@ -46,7 +46,9 @@ class LatencyStats:
         return cls(**{k: v for k, v in d.items() if k in fields})
 
 
-def _worker_command(tflite_path: str, threads: int, num_runs: int, warmup_runs: int, seed: int) -> list[str]:
+def _worker_command(
+    tflite_path: str, threads: int, num_runs: int, warmup_runs: int, seed: int, input_path: str | None = None
+) -> list[str]:
     return [
         sys.executable,
         "-I",  # isolated: the worker's folder is not put on sys.path
@@ -59,6 +61,7 @@ def _worker_command(tflite_path: str, threads: int, num_runs: int, warmup_runs: 
                 "warmup_runs": warmup_runs,
                 "seed": seed,
                 "parent_pid": os.getpid(),
+                "input_path": input_path,
             }
         ),
     ]
@@ -71,12 +74,14 @@ def measure_latency(
     warmup_runs: int = 10,
     seed: int = 0,
     timeout_s: float = 600.0,
+    input_path: str | None = None,
 ) -> LatencyStats:
     """Times batch-1 invoke() of a .tflite file in a fresh child process.
 
-    The input is seeded random data of the input tensor's shape and dtype
-    (latency does not depend on the values for these models). Only invoke()
-    is timed, after ``warmup_runs`` untimed runs.
+    The input is ``input_path``, an .npy file of one example already in the
+    input tensor's shape and dtype (a study passes a real test example), or
+    else seeded random data of that shape and dtype. Only invoke() is timed,
+    after ``warmup_runs`` untimed runs.
 
     Raises:
       ValueError: threads, num_runs or warmup_runs out of range.
@@ -89,7 +94,7 @@ def measure_latency(
         raise ValueError(f"num_runs must be >= 1, got {num_runs}.")
     if warmup_runs < 0:
         raise ValueError(f"warmup_runs must be >= 0, got {warmup_runs}.")
-    command = _worker_command(tflite_path, threads, num_runs, warmup_runs, seed)
+    command = _worker_command(tflite_path, threads, num_runs, warmup_runs, seed, input_path)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

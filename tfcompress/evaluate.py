@@ -10,6 +10,11 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 
+def as_input(x: np.ndarray, model: bytes | str) -> np.ndarray:
+    """Examples as the model's input tensor takes them: quantized for int8/int16 inputs, cast otherwise."""
+    return _quantize(x, load_interpreter(model).get_input_details()[0])
+
+
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float input -> the tensor's dtype, with its scale and zero point when it is quantized."""
     dtype = detail["dtype"]

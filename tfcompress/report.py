@@ -167,7 +167,8 @@ def to_markdown(results: Results) -> str:
         "- the metric is computed by running each .tflite in the LiteRT interpreter on the whole test split; "
         + "`vs fp32` is its change (percentage points for accuracy); `agreement` is the share of test examples "
         + "whose top-1 equals the fp32 model's.",
-        "- latency is batch-1 `invoke()` time in the LiteRT interpreter with XNNPACK, measured in a child process "
+        "- latency is batch-1 `invoke()` time in the LiteRT interpreter with XNNPACK, on a real test example, "
+        + "measured in a child process "
         + f"after {cfg.get('warmup_runs', '?')} warm-up runs over {cfg.get('num_runs', '?')} runs; "
         + "speed-up is fp32's median divided by the row's (above 1 is faster).",
         "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "

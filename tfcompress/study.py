@@ -33,7 +33,7 @@ from tfcompress import recipes as recipes_lib
 from tfcompress import report as report_lib
 from tfcompress import results as results_lib
 from tfcompress.benchmark import LatencyError, measure_latency
-from tfcompress.evaluate import accuracy, run_tflite, top1
+from tfcompress.evaluate import accuracy, as_input, run_tflite, top1
 from tfcompress.results import Results, Row, Status
 
 TASKS = ("classification",)
@@ -285,21 +285,29 @@ def _measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config:
     row.extras["_top1"] = predictions  # dropped before saving; fp32's feeds agreement
     if fp32_top1 is not None:
         row.agreement = accuracy(predictions, fp32_top1)
-    for threads in config.threads:
-        try:
-            row.latency.append(
-                measure_latency(
-                    path,
-                    threads=threads,
-                    num_runs=config.num_runs,
-                    warmup_runs=config.warmup_runs,
-                    seed=config.seed,
-                    timeout_s=config.latency_timeout_s,
+    # Time the model on a real test example, prepared as its input tensor takes it.
+    fd, sample_path = tempfile.mkstemp(prefix=".tmp-input-", suffix=".npy", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, as_input(dataset.x_test[:1], tflite), allow_pickle=False)
+        for threads in config.threads:
+            try:
+                row.latency.append(
+                    measure_latency(
+                        path,
+                        threads=threads,
+                        num_runs=config.num_runs,
+                        warmup_runs=config.warmup_runs,
+                        seed=config.seed,
+                        timeout_s=config.latency_timeout_s,
+                        input_path=sample_path,
+                    )
                 )
-            )
-        except LatencyError as e:
-            row.status = Status.FAILED
-            row.error = f"latency at {threads} thread(s): {e}"
+            except LatencyError as e:
+                row.status = Status.FAILED
+                row.error = f"latency at {threads} thread(s): {e}"
+    finally:
+        os.unlink(sample_path)
 
 
 def _weight_columns(pipeline: recipes_lib.Pipeline, tflite: bytes) -> dict:
