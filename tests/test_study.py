@@ -97,15 +97,20 @@ def test_fp32_runs_first_even_when_not_asked_for(tmp_path):
     assert [r.recipe for r in results.rows] == ["fp32", "float16"]
 
 
-def test_native_crash_in_latency_child_is_a_failed_row_and_the_study_goes_on(tmp_path, monkeypatch):
+def _abort_latency_of(monkeypatch, file_name):
+    """Makes the latency child of one .tflite file abort natively (SIGABRT)."""
     real = benchmark._worker_command
 
-    def crash_on_int8(path, *args):
-        if path.endswith("int8.tflite"):
+    def command(path, *args):
+        if path.endswith(file_name):
             return [sys.executable, "-c", "import os; os.abort()"]
         return real(path, *args)
 
-    monkeypatch.setattr(benchmark, "_worker_command", crash_on_int8)
+    monkeypatch.setattr(benchmark, "_worker_command", command)
+
+
+def test_native_crash_in_latency_child_is_a_failed_row_and_the_study_goes_on(tmp_path, monkeypatch):
+    _abort_latency_of(monkeypatch, "int8.tflite")
     results = run(_config(tmp_path, epochs=1))
     status = {r.recipe: r for r in results.rows}
     assert status["fp32"].ok and status["dynamic_range"].ok
@@ -182,13 +187,6 @@ def test_resume_refuses_results_of_another_configuration(tmp_path):
 
 
 def test_fail_fast_stops_at_the_first_failed_row(tmp_path, monkeypatch):
-    real = benchmark._worker_command
-
-    def crash_on_dynamic_range(path, *args):
-        if path.endswith("dynamic_range.tflite"):
-            return [sys.executable, "-c", "import os; os.abort()"]
-        return real(path, *args)
-
-    monkeypatch.setattr(benchmark, "_worker_command", crash_on_dynamic_range)
+    _abort_latency_of(monkeypatch, "dynamic_range.tflite")
     results = run(_config(tmp_path, epochs=1, fail_fast=True))
     assert [(r.recipe, r.status.value) for r in results.rows] == [("fp32", "ok"), ("dynamic_range", "failed")]

@@ -195,15 +195,18 @@ def plot(results: Results, output_dir: str) -> list[str]:
     if not ok:
         return []
     paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in ok:
-        if row.metric is not None:
-            ax.scatter(row.size_bytes / 1024, row.metric)
-            ax.annotate(row.recipe, (row.size_bytes / 1024, row.metric), textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel(".tflite size (KB)")
-    ax.set_ylabel(ok[0].metric_name or "metric")
-    ax.set_title("Size vs quality per recipe")
-    ax.grid(alpha=0.3)
+    # Raw size shows quantization; gzipped size also shows what pruning and clustering gain.
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, key, label in ((axes[0], "size_bytes", ".tflite size (KB)"), (axes[1], "gzip_bytes", "gzipped (KB)")):
+        for row in ok:
+            if row.metric is not None and getattr(row, key):
+                point = (getattr(row, key) / 1024, row.metric)
+                ax.scatter(*point)
+                ax.annotate(row.recipe, point, textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ok[0].metric_name or "metric")
+    fig.suptitle("Size vs quality per recipe (metric computed on each .tflite)")
     fig.tight_layout()
     paths.append(os.path.join(output_dir, "size_vs_metric.png"))
     _save_figure(fig, paths[-1])
@@ -218,6 +221,9 @@ def plot(results: Results, output_dir: str) -> list[str]:
             ax.bar([j + i * width for j in range(len(ok))], medians, width, label=f"{t} thread(s)")
         ax.set_xticks([j + width * (len(threads) - 1) / 2 for j in range(len(ok))])
         ax.set_xticklabels([r.recipe for r in ok], rotation=30, ha="right")
+        medians = [r.latency_at(t).median_ms for r in ok for t in threads if r.latency_at(t)]
+        if medians and max(medians) > 20 * min(medians):  # one slow recipe would flatten the rest
+            ax.set_yscale("log")
         ax.set_ylabel("median latency (ms)")
         ax.set_title("Batch-1 latency per recipe (LiteRT, XNNPACK)")
         ax.legend()
