@@ -14,10 +14,22 @@ from absl import app, flags, logging
 # Values of --epochs and --finetune_epochs per --preset (flags given explicitly win).
 PRESETS = {"quick": {"epochs": 10, "finetune_epochs": 3}, "full": {"epochs": 20, "finetune_epochs": 10}}
 
-_TASK = flags.DEFINE_enum("task", "classification", ["classification"], "Task family.")
-_MODEL = flags.DEFINE_string(
-    "model", "cnn", "A built-in model (cnn) or a path to a .keras, .h5 or SavedModel folder (never retrained)."
+_TASK = flags.DEFINE_enum(
+    "task",
+    "classification",
+    ["classification", "language"],
+    "Task family: classification (accuracy), or language (a character-level transformer; bits per char).",
 )
+_MODEL = flags.DEFINE_string(
+    "model",
+    "",
+    "A built-in model (cnn, transformer; default the task's own) or a path to a .keras, .h5 or SavedModel folder "
+    + "(never retrained).",
+)
+_TEXT_FILE = flags.DEFINE_string(
+    "text_file", None, "--task=language: a UTF-8 corpus (default: CPython's bundled documentation text)."
+)
+_CONTEXT = flags.DEFINE_integer("context", 64, "--task=language: context length in characters.", lower_bound=2)
 _DATASET = flags.DEFINE_enum(
     "dataset", "mnist5k", ["mnist5k", "digits"], "Built-in dataset, used when --data is not given."
 )
@@ -126,6 +138,8 @@ def main(argv):
             isolate=_ISOLATE.value,
             recipe_timeout_s=_RECIPE_TIMEOUT_S.value,
             plugins=tuple(_PLUGINS.value),
+            text_file=_TEXT_FILE.value,
+            context=_CONTEXT.value,
         )
         results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
     except (tfc.StudyError, tfc.RecipeError, tfc.DataError, tfc.ModelError) as e:

@@ -190,3 +190,23 @@ def test_fail_fast_stops_at_the_first_failed_row(tmp_path, monkeypatch):
     _abort_latency_of(monkeypatch, "dynamic_range.tflite")
     results = run(_config(tmp_path, epochs=1, fail_fast=True))
     assert [(r.recipe, r.status.value) for r in results.rows] == [("fp32", "ok"), ("dynamic_range", "failed")]
+
+
+def test_language_task_reports_bits_per_char_measured_on_the_tflite(tmp_path):
+    from tfcompress import language
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(language.default_text()[:30_000], encoding="utf-8")
+    config = _config(tmp_path, task="language", model="", text_file=str(corpus), context=16, epochs=1,
+                     recipes=("dynamic_range", "int16x8", "prune:0.5"), finetune_epochs=1, num_runs=3)  # fmt: skip
+    assert config.model == "transformer"
+    rows = {r.recipe: r for r in run(config).rows}
+    fp32 = rows["fp32"]
+    assert fp32.ok and fp32.metric_name == "bits_per_char" and 0 < fp32.metric < 6  # uniform over ~90 chars: 6.5
+    assert fp32.extras["perplexity"] == pytest.approx(2**fp32.metric)
+    assert rows["dynamic_range"].ok and rows["dynamic_range"].metric == pytest.approx(fp32.metric, rel=0.01)
+    int16 = rows["int16x8"]  # the runtime cannot run LayerNorm in int16: reported as it is
+    assert int16.ok or (int16.status is Status.FAILED and int16.error)
+    assert rows["prune:0.5"].ok and rows["prune:0.5"].extras["sparsity"] > 0.3
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "lower is better" in report

@@ -26,8 +26,8 @@ class Quantization(enum.Enum):
 
 
 def _representative(x: np.ndarray) -> Iterator[list[np.ndarray]]:
-    for i in range(len(x)):
-        yield [x[i : i + 1].astype(np.float32)]
+    for i in range(len(x)):  # integer inputs (token ids) stay integers
+        yield [x[i : i + 1] if np.issubdtype(x.dtype, np.integer) else x[i : i + 1].astype(np.float32)]
 
 
 def convert(
@@ -65,7 +65,8 @@ def convert(
     elif mode is Quantization.INT8:
         converter.representative_dataset = lambda: _representative(calibration_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
+        if model.inputs[0].dtype.is_floating:  # token-id inputs stay integer ids
+            converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     elif mode is Quantization.INT16X8:
         converter.representative_dataset = lambda: _representative(calibration_data)

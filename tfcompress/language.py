@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from tfcompress._keras import keras, tf
+from tfcompress.data import Dataset
 
 
 class TextError(ValueError):
@@ -146,6 +147,13 @@ def bits_per_char(logits: np.ndarray, targets: np.ndarray) -> float:
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     picked = np.take_along_axis(log_probs, targets[..., np.newaxis].astype(np.int64), axis=-1)[..., 0]
     return float(-picked.mean() / np.log(2))
+
+
+def as_dataset(data: TextData, context: int) -> Dataset:
+    """Token windows as a Dataset: x (N, context) ids, y (N, context) next ids; train windows overlap by half."""
+    x_train, y_train = windows(data.train, context, stride=max(1, context // 2))
+    x_test, y_test = windows(data.valid, context)
+    return Dataset(data.name, x_train, y_train, x_test, y_test, data.vocab_size)
 
 
 def evaluate_keras(model: keras.Model, data: TextData) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 from tfcompress._keras import keras, tf
 from tfcompress.data import Dataset
 
-BUILTIN_MODELS = ("cnn",)
+BUILTIN_MODELS = ("cnn", "transformer")
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -208,8 +208,14 @@ def get_builtin_model(
     )
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False, safe_mode=True), True
-    model = build_cnn(dataset.input_shape, dataset.num_classes, seed=seed)
-    train(model, dataset, epochs=epochs, seed=seed, verbose=verbose)
+    if name == "transformer":  # the language task's character model; dataset rows are token windows
+        from tfcompress import language
+
+        model = language.build_transformer(dataset.num_classes, context=dataset.input_shape[0], seed=seed)
+        train(model, dataset, epochs=epochs, seed=seed, verbose=verbose, batch_size=32, learning_rate=3e-3)
+    else:
+        model = build_cnn(dataset.input_shape, dataset.num_classes, seed=seed)
+        train(model, dataset, epochs=epochs, seed=seed, verbose=verbose)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = path[: -len(".keras")] + ".tmp.keras"
     model.save(tmp)

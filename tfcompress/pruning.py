@@ -71,12 +71,37 @@ def _finetune_pruned(model, context: RecipeContext, params, **prune_kwargs) -> T
         prune_kwargs["pruning_schedule"] = schedule(
             getattr(params, "pruning_schedule", "constant"), sparsity, total_steps
         )
+    copy = models.clone(model)
     try:
-        wrapped = tfmot.sparsity.keras.prune_low_magnitude(models.clone(model), **prune_kwargs)
+        wrapped = tfmot.sparsity.keras.prune_low_magnitude(copy, **prune_kwargs)
     except ValueError as e:  # TFMOT's word for "this model or layer cannot be pruned this way"
-        raise NotApplicable(reason(e)) from None
+        if "pruning_policy" in prune_kwargs:
+            raise NotApplicable(reason(e)) from None
+        wrapped = _wrap_supported_layers(copy, prune_kwargs, e)
     seconds = finetune(wrapped, context, params, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     return Transformed(tfmot.sparsity.keras.strip_pruning(wrapped), {"finetune_s": seconds})
+
+
+def _wrap_supported_layers(model: keras.Model, prune_kwargs: dict, error: Exception) -> keras.Model:
+    """Wraps only the layers TFMOT can prune (Dense, Conv, Embedding, attention, ...), leaving the others dense.
+
+    A model with one unsupported layer (a custom layer such as the language
+    model's position embedding) is still pruned where it can be, as TFMOT's
+    guide does with clone_function.
+    """
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    def wrap(layer):
+        if prune_registry.PruneRegistry.supports(layer):
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, **prune_kwargs)
+        return layer
+
+    if not any(prune_registry.PruneRegistry.supports(layer) for layer in model.layers):
+        raise NotApplicable(reason(error))
+    try:
+        return keras.models.clone_model(model, clone_function=wrap)
+    except ValueError as e:
+        raise NotApplicable(reason(e)) from None
 
 
 def prune(model: keras.Model, context: RecipeContext, params: PruneParams) -> Transformed:

@@ -35,6 +35,8 @@ def _delta(row: Row, base: Row | None) -> str:
         return ""
     if row.metric_name in _FRACTION_METRICS:
         return f"{(row.metric - base.metric) * 100:+.2f} pt"
+    if base.metric:
+        return f"{(row.metric - base.metric) / abs(base.metric) * 100:+.2f}%"
     return f"{row.metric - base.metric:+.4g}"
 
 
@@ -174,6 +176,11 @@ def to_markdown(results: Results) -> str:
         "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "
         + "recipe that cannot apply to this model, and its note says why.",
     ]
+    if any(r.metric_name == "bits_per_char" for r in results.rows):
+        lines.append(
+            "- bits_per_char is the validation cross-entropy of the next character in bits: lower is better; "
+            + "perplexity (2 to that power) is in results.json."
+        )
     if any("sparsity" in r.extras for r in results.rows):
         lines.append(
             "- sparsity is the measured fraction of zero weights in the .tflite's kernels. Zeros and shared "

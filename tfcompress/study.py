@@ -36,7 +36,14 @@ from tfcompress.benchmark import LatencyError, measure_latency
 from tfcompress.evaluate import accuracy, as_input, run_tflite, top1
 from tfcompress.results import Results, Row, Status
 
-TASKS = ("classification",)
+TASKS = ("classification", "language")
+# The built-in model and default recipes of each task.
+DEFAULT_MODEL = {"classification": "cnn", "language": "transformer"}
+DEFAULT_RECIPES = {
+    "classification": (),  # every registered recipe
+    "language": ("fp32", "dynamic_range", "float16", "int8", "int16x8", "prune", "lowrank"),
+}
+METRIC = {"classification": "accuracy", "language": "bits_per_char"}
 
 
 class StudyError(ValueError):
@@ -48,8 +55,10 @@ class StudyConfig:
     """Everything that decides a study's results. Field names equal the script's flags.
 
     Attributes:
-      task: the task family.
-      model: a built-in model name ('cnn') or a path to a .keras, .h5 or SavedModel.
+      task: the task family: classification, or language (a character-level
+        model whose metric is validation bits per character, lower is better).
+      model: a built-in model name ('cnn', 'transformer'; empty: the task's
+        own) or a path to a .keras, .h5 or SavedModel.
       dataset: a built-in dataset name, used when ``data`` is not given.
       data: a path to an .npz file (x_train, y_train, x_test, y_test) or an image folder.
       recipes: recipe specs (names, aliases or pipelines such as
@@ -82,10 +91,13 @@ class StudyConfig:
       recipe_timeout_s: an isolated recipe running longer than this is killed.
       plugins: Python modules to import before the recipes are parsed, so that
         the recipes they register can be named (e.g. 'mypackage.recipes').
+      text_file: the language task's UTF-8 corpus; default CPython's bundled
+        documentation (pydoc_data.topics).
+      context: the language model's context length in characters.
     """
 
     task: str = "classification"
-    model: str = "cnn"
+    model: str = ""
     dataset: str = "mnist5k"
     data: str | None = None
     recipes: tuple[str, ...] = ()
@@ -111,6 +123,8 @@ class StudyConfig:
     recipe_timeout_s: float = 3600.0
     plugins: tuple[str, ...] = ()
     allow_unsafe_deserialization: bool = False
+    text_file: str | None = None
+    context: int = 64
 
     # Fields that change how a study runs or where it writes, but not its rows. (The recipe list is not
     # hashed either: rows are matched by recipe, so a resumed study may add recipes.)
@@ -151,6 +165,12 @@ class StudyConfig:
                 raise StudyError(f"Cannot import plugin module {module!r} ({e}); check --plugins.") from None
         if self.task not in TASKS:
             raise StudyError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
+        if not self.model:
+            object.__setattr__(self, "model", DEFAULT_MODEL[self.task])
+        if not self.recipes:
+            object.__setattr__(self, "recipes", DEFAULT_RECIPES[self.task])
+        if self.context < 2:
+            raise StudyError(f"context must be >= 2, got {self.context}.")
         object.__setattr__(self, "recipes", tuple(p.name for p in self.pipelines()))
         object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
         if not self.threads or min(self.threads) < 1:
@@ -232,10 +252,27 @@ def _inside(root: str, *parts: str) -> str:
     return path
 
 
+def _load_data(config: StudyConfig, model=None) -> data_lib.Dataset:
+    """The task's data; image folders are read at the size and channels ``model`` takes."""
+    if config.task == "language":
+        from tfcompress import language
+
+        try:
+            return language.as_dataset(language.load_text(config.text_file), config.context)
+        except language.TextError as e:
+            raise data_lib.DataError(str(e)) from None
+    source = config.data or config.dataset
+    kwargs = {}
+    if model is not None and os.path.isdir(source):
+        shape = model.inputs[0].shape
+        kwargs = {"image_size": (shape[1], shape[2]), "channels": shape[3]}
+    return data_lib.load_dataset(source, seed=config.seed, **kwargs)
+
+
 def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
     """Returns (keras model, its output-folder name, dataset), checked against each other."""
     if config.model in models_lib.BUILTIN_MODELS:
-        dataset = data_lib.load_dataset(config.data or config.dataset, seed=config.seed)
+        dataset = _load_data(config)
         model, cached = models_lib.get_builtin_model(
             config.model,
             dataset,
@@ -254,17 +291,12 @@ def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
             )
         model = models_lib.load_model(config.model, safe_mode=not config.allow_unsafe_deserialization)
         name = models_lib.model_name(config.model)
-        source = config.data or config.dataset
-        kwargs = {}
-        if os.path.isdir(source):  # make folder images the size and channels the model takes
-            shape = model.inputs[0].shape
-            kwargs = {"image_size": (shape[1], shape[2]), "channels": shape[3]}
-        dataset = data_lib.load_dataset(source, seed=config.seed, **kwargs)
+        dataset = _load_data(config, model)
         progress(f"Model {name}: loaded from {config.model}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise StudyError(
             f"Model {name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            + "classification needs exactly one of each."
+            + f"the {config.task} task needs exactly one of each."
         )
     data_lib.check_fits(dataset, tuple(model.inputs[0].shape), models_lib.num_classes(model))
     return model, name, dataset
@@ -279,9 +311,17 @@ def _measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config:
     row.size_bytes = len(tflite)
     row.gzip_bytes = len(gzip.compress(tflite, compresslevel=9))
     row.bytes_per_param = row.size_bytes / row.params if row.params else None
-    predictions = top1(run_tflite(tflite, dataset.x_test))
-    row.metric_name = "accuracy"
-    row.metric = accuracy(predictions, dataset.y_test)
+    outputs = run_tflite(tflite, dataset.x_test)
+    row.metric_name = METRIC[config.task]
+    if config.task == "language":
+        from tfcompress import language
+
+        row.metric = language.bits_per_char(outputs, dataset.y_test)
+        row.extras["perplexity"] = float(2.0**row.metric)
+        predictions = np.argmax(outputs, axis=-1)  # next-character guesses, for agreement with fp32
+    else:
+        predictions = top1(outputs)
+        row.metric = accuracy(predictions, dataset.y_test)
     row.extras["_top1"] = predictions  # dropped before saving; fp32's feeds agreement
     if fp32_top1 is not None:
         row.agreement = accuracy(predictions, fp32_top1)
@@ -314,7 +354,9 @@ def _weight_columns(pipeline: recipes_lib.Pipeline, tflite: bytes) -> dict:
     """The sparsity and clustering columns of a training-time row, measured in the .tflite."""
     stats = graph.weight_stats(tflite)
     stage_names = {s.recipe.name for s in pipeline.stages}
-    columns = {"sparsity": stats["sparsity"], "layer_sparsity": stats["layer_sparsity"]}
+    columns = {}
+    if stage_names & {"prune", "prune_2of4", "prune_xnnpack", "cluster"}:
+        columns = {"sparsity": stats["sparsity"], "layer_sparsity": stats["layer_sparsity"]}
     if "prune_2of4" in stage_names:
         columns["two_four"] = stats["two_four"]
         columns["two_four_exempt"] = stats["two_four_exempt"]
