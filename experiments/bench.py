@@ -91,6 +91,34 @@ def _sweep_section(tfc, work_dir):
     ]
 
 
+def _language_section(tfc, work_dir):
+    config = tfc.StudyConfig(task="language", output_dir=os.path.join(work_dir, "language"))
+    shutil.rmtree(config.output_dir, ignore_errors=True)
+    start = time.perf_counter()
+    results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
+    rows = {r.recipe: r for r in results.rows}
+    fp32, dynamic = rows["fp32"], rows.get("dynamic_range")
+    lines = [
+        "## Language model (`--task=language`: char transformer on CPython's documentation text)",
+        "",
+        f"Default recipes, {config.epochs} training epochs, {config.finetune_epochs} fine-tuning epochs; "
+        + f"{time.perf_counter() - start:.0f} s. The metric is validation bits per character computed on each "
+        + ".tflite (lower is better).",
+        "",
+        tfc.format_table(results, "github"),
+        "",
+    ]
+    if dynamic is not None and dynamic.ok:
+        change = (dynamic.metric - fp32.metric) / fp32.metric * 100
+        lines.append(f"- dynamic_range: {dynamic.metric:.4f} vs fp32 {fp32.metric:.4f} bits per char ({change:+.2f}%).")
+    for name in ("int8", "int16x8"):
+        row = rows.get(name)
+        if row is not None:
+            outcome = f"{row.metric:.4f} bits per char" if row.ok else f"{row.status.value}: {row.error}"
+            lines.append(f"- {name}: {outcome.rstrip('.')}.")
+    return lines + [""]
+
+
 def _fuzz_section(work_dir):
     from tfcompress import fuzzing
 
@@ -198,6 +226,7 @@ def main(argv):
     results, study_lines = _study_section(tfc, _WORK_DIR.value)
     lines += study_lines + _training_checks(results)
     lines += _sweep_section(tfc, _WORK_DIR.value)
+    lines += _language_section(tfc, _WORK_DIR.value)
     lines += _fuzz_section(_WORK_DIR.value)
     lines += _mobilenet_section(
         tfc, _WORK_DIR.value, [int(t) for t in _THREADS.value], _NUM_RUNS.value, _WARMUP_RUNS.value, _TOLERANCE.value
