@@ -5,6 +5,7 @@ import pytest
 
 from tfcompress import language
 from tfcompress.convert import Quantization, convert
+from tfcompress.models import train
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def text():
 @pytest.fixture(scope="module")
 def model(text):
     model = language.build_transformer(text.vocab_size, context=32, dim=32, heads=2, layers=1)
-    language.train(model, text, epochs=2)
+    train(model, language.as_dataset(text, 32), epochs=2, batch_size=32, learning_rate=3e-3, verbose=0)
     return model
 
 

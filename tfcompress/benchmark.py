@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from tfcompress._process import describe_exit
 
@@ -122,10 +124,6 @@ def litert_benchmark(
       Its result JSON: "latency" (median_ms, p5_ms, p95_ms, init_ms, ...) and
       "fully_accelerated" (whether XNNPACK took every op).
     """
-    import os
-    import shutil
-    import tempfile
-
     exe = shutil.which("litert-benchmark") or os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
     if not os.path.exists(exe):
         raise LatencyError("litert-benchmark is not installed; it comes with the ai-edge-litert package.")

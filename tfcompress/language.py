@@ -125,21 +125,6 @@ def build_transformer(
     return keras.Model(tokens, keras.layers.Dense(vocab_size, name="logits")(x), name="char_transformer")
 
 
-def train(model: keras.Model, data: TextData, epochs: int, batch_size: int = 32, learning_rate: float = 3e-3,
-          seed: int = 0, verbose: int = 0) -> float:  # fmt: skip
-    """Trains on overlapping training windows (stride half the context); returns seconds."""
-    import time
-
-    context = model.inputs[0].shape[1]
-    x, y = windows(data.train, context, stride=context // 2)
-    keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
-    start = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
-    return time.perf_counter() - start
-
-
 def bits_per_char(logits: np.ndarray, targets: np.ndarray) -> float:
     """Mean next-character cross-entropy in bits, from logits (..., vocab) and target ids (...)."""
     logits = logits.astype(np.float64)
