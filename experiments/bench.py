@@ -1,4 +1,4 @@
-"""Writes BENCHMARKS.md: the default study, and MobileNetV2 latency checked against litert-benchmark.
+"""Writes BENCHMARKS.md: every task's study, a sparsity sweep, fuzzing, and MobileNetV2 latency vs litert-benchmark.
 
 python -m experiments.bench            # or: make bench
 """
@@ -20,28 +20,97 @@ _TOLERANCE = flags.DEFINE_float("tolerance", 0.05, "Allowed relative gap to lite
 MOBILENET_RECIPES = ("fp32", "dynamic_range", "float16", "int8")
 
 
-def _study_section(tfc, work_dir):
-    config = tfc.StudyConfig(output_dir=os.path.join(work_dir, "study"))
-    shutil.rmtree(config.output_dir, ignore_errors=True)  # time it as on a fresh clone: training included
+def _overview_section(tfc, work_dir):
+    """Every task family with its defaults (`--task=all`), as on a fresh clone: every model trained first."""
+    from tabulate import tabulate
+
+    from tfcompress import overview
+
+    config = tfc.StudyConfig(output_dir=os.path.join(work_dir, "all"))
+    shutil.rmtree(config.output_dir, ignore_errors=True)
     start = time.perf_counter()
-    results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
+    outcomes = overview.run_all(config, progress=lambda line: print(line, flush=True))
     wall_s = time.perf_counter() - start
-    return results, [
-        "## Default study (`make study`: cnn on mnist5k, every recipe, 1 thread)",
+    headers, cells = overview.summary_table(outcomes)
+    lines = [
+        "## The whole study (`python -m experiments.study --task=all`)",
         "",
-        f"Wall time {wall_s:.0f} s, including training the model for {config.epochs} epochs and running every "
-        + "recipe in its own process (`make study` adds the Python and TensorFlow start-up, a few seconds).",
+        f"Wall time {wall_s:.0f} s on this machine, including training every built-in model ({config.epochs} "
+        + f"epochs; {config.finetune_epochs} fine-tuning epochs per training-time recipe) and running every recipe "
+        + "in its own process. The summary gives, per task, the smallest .tflite and the fastest one whose metric "
+        + "(computed on the .tflite) stays within 1 point (accuracy, mAP) or 1% (PSNR, bits per char) of fp32's.",
         "",
-        tfc.format_table(results, "github"),
+        tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True),
         "",
     ]
+    checks = {"classification": _training_checks, "detection": _detection_checks, "generative": _generative_checks,
+              "language": _language_checks, "lora": _lora_checks}  # fmt: skip
+    for outcome in outcomes:
+        lines += [f"### {outcome.task} ({outcome.wall_s:.0f} s)", ""]
+        if outcome.results is None:
+            lines += [f"Could not run: {outcome.error}", ""]
+            continue
+        lines += [tfc.format_table(outcome.results, "github"), ""]
+        lines += checks[outcome.task](outcome.results)
+    return {o.task: o.results for o in outcomes}, lines
+
+
+def _rows(results):
+    return {r.recipe: r for r in results.rows}
+
+
+def _failures(results):
+    return [f"- `{row.recipe}` is {row.status.value}: {row.error}" for row in results.rows if not row.ok]
+
+
+def _detection_checks(results):
+    rows = _rows(results)
+    fp32 = rows["fp32"]
+    lines = [f"- fp32: mAP@.5 {fp32.metric:.4f}, mAP@[.5:.95] {fp32.extras.get('map', float('nan')):.4f} (target "
+             + "mAP@.5 >= 0.8)."]  # fmt: skip
+    for name in ("dynamic_range", "int8"):
+        row = rows.get(name)
+        if row is not None and row.ok:
+            lines.append(f"- {name}: mAP@.5 {row.metric:.4f} ({(row.metric - fp32.metric) * 100:+.2f} points vs fp32; "
+                         + "target within 2).")  # fmt: skip
+    return lines + _failures(results) + [""]
+
+
+def _generative_checks(results):
+    rows = _rows(results)
+    fp32 = rows["fp32"]
+    lines = [f"- fp32 decoder: PSNR {fp32.metric:.2f} dB; the classifier's accuracy on the decoded test digits "
+             + f"{fp32.extras.get('sample_accuracy', float('nan')):.4f}."]  # fmt: skip
+    for name in ("dynamic_range", "float16", "int8"):
+        row = rows.get(name)
+        if row is not None and row.ok:
+            lines.append(f"- {name}: PSNR {row.metric:.2f} dB ({row.metric - fp32.metric:+.2f} dB vs fp32"
+                         + ("; target within 0.5" if name != "int8" else "") + ").")  # fmt: skip
+    return lines + _failures(results) + [""]
+
+
+def _lora_checks(results):
+    rows = _rows(results)
+    base, lora, full = rows["fp32"], rows.get("lora"), rows.get("finetune")
+    lines = [f"- Frozen base (the language model pretrained on the documentation text): {base.metric:.4f} bits per "
+             + "char on the adaptation corpus's validation split."]  # fmt: skip
+    if lora is not None and lora.ok:
+        lines.append(
+            f"- lora: {lora.metric:.4f} bits per char ({(lora.metric - base.metric) / base.metric * 100:+.1f}% vs the "
+            + f"frozen base; target at least 10% lower), training {lora.extras['trainable_fraction']:.2%} of the "
+            + f"parameters ({lora.extras['trainable_params']:,}; target at most 5%)."
+        )
+    if full is not None and full.ok:
+        lines.append(f"- full fine-tuning, same epochs: {full.metric:.4f} bits per char "
+                     + f"({(full.metric - base.metric) / base.metric * 100:+.1f}%).")  # fmt: skip
+    return lines + _failures(results) + [""]
 
 
 def _training_checks(results):
     """The training-time acceptance figures, read off the default study's rows."""
     rows = {r.recipe: r for r in results.rows}
     fp32 = rows["fp32"]
-    lines = ["### Training-time recipes against their targets", ""]
+    lines = ["Training-time recipes against their targets:", ""]
 
     def delta(name):
         return (rows[name].metric - fp32.metric) * 100 if rows.get(name) and rows[name].ok else None
@@ -74,7 +143,7 @@ def _sweep_section(tfc, work_dir):
     base = tfc.StudyConfig(
         recipes=("prune", "prune_int8", "pqat"),
         output_dir=os.path.join(work_dir, "sweep"),
-        cache_dir=os.path.join(work_dir, "study", "models"),  # the model the default study trained
+        cache_dir=os.path.join(work_dir, "all", "models"),  # the model the whole study trained
     )
     start = time.perf_counter()
     points, _ = sweep.run(base, [0.5, 0.75, 0.9, 0.95], progress=lambda line: print(line, flush=True))
@@ -91,26 +160,14 @@ def _sweep_section(tfc, work_dir):
     ]
 
 
-def _language_section(tfc, work_dir):
-    config = tfc.StudyConfig(task="language", output_dir=os.path.join(work_dir, "language"))
-    shutil.rmtree(config.output_dir, ignore_errors=True)
-    start = time.perf_counter()
-    results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
-    rows = {r.recipe: r for r in results.rows}
+def _language_checks(results):
+    rows = _rows(results)
     fp32, dynamic = rows["fp32"], rows.get("dynamic_range")
-    lines = [
-        "## Language model (`--task=language`: char transformer on CPython's documentation text)",
-        "",
-        f"Default recipes, {config.epochs} training epochs, {config.finetune_epochs} fine-tuning epochs; "
-        + f"{time.perf_counter() - start:.0f} s. The metric is validation bits per character computed on each "
-        + ".tflite (lower is better).",
-        "",
-        tfc.format_table(results, "github"),
-        "",
-    ]
+    lines = []
     if dynamic is not None and dynamic.ok:
         change = (dynamic.metric - fp32.metric) / fp32.metric * 100
-        lines.append(f"- dynamic_range: {dynamic.metric:.4f} vs fp32 {fp32.metric:.4f} bits per char ({change:+.2f}%).")
+        lines.append(f"- dynamic_range: {dynamic.metric:.4f} vs fp32 {fp32.metric:.4f} bits per char ({change:+.2f}%; "
+                     + "target within 1%).")  # fmt: skip
     for name in ("int8", "int16x8"):
         row = rows.get(name)
         if row is not None:
@@ -223,10 +280,9 @@ def main(argv):
         + f"TFMOT {env['tensorflow_model_optimization']}, ai-edge-litert {env['ai_edge_litert']}, numpy {env['numpy']}",
         "",
     ]
-    results, study_lines = _study_section(tfc, _WORK_DIR.value)
-    lines += study_lines + _training_checks(results)
+    _, overview_lines = _overview_section(tfc, _WORK_DIR.value)
+    lines += overview_lines
     lines += _sweep_section(tfc, _WORK_DIR.value)
-    lines += _language_section(tfc, _WORK_DIR.value)
     lines += _fuzz_section(_WORK_DIR.value)
     lines += _mobilenet_section(
         tfc, _WORK_DIR.value, [int(t) for t in _THREADS.value], _NUM_RUNS.value, _WARMUP_RUNS.value, _TOLERANCE.value

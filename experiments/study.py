@@ -1,6 +1,8 @@
 r"""Runs a compression study: one model through many recipes, measured side by side.
 
     python -m experiments.study                       # cnn on mnist5k, every recipe
+    python -m experiments.study --task=detection      # or generative, language, lora
+    python -m experiments.study --task=all            # every task family, one combined report (overview.md)
     python -m experiments.study --model=my.keras --data=my.npz --recipes=fp32,int8 --threads=1,2
 
 Writes OUTPUT_DIR/results.json, results.csv, report.md, size_vs_metric.png,
@@ -14,11 +16,15 @@ from absl import app, flags, logging
 # Values of --epochs and --finetune_epochs per --preset (flags given explicitly win).
 PRESETS = {"quick": {"epochs": 10, "finetune_epochs": 3}, "full": {"epochs": 20, "finetune_epochs": 10}}
 
+# tfcompress.tasks.names(), spelled out so that --help does not wait for TensorFlow (a test checks they match).
+TASKS = ["classification", "detection", "generative", "language", "lora"]
 _TASK = flags.DEFINE_enum(
     "task",
     "classification",
-    ["classification", "language"],
-    "Task family: classification (accuracy), or language (a character-level transformer; bits per char).",
+    TASKS + ["all"],
+    "Task family: classification (accuracy); detection (digits on canvases, COCO mAP@.5); generative (a VAE "
+    + "decoder, PSNR); language (a character-level transformer, bits per char, lower is better); lora (that "
+    + "transformer adapted to --adapt_text_file); all (each with its defaults, one combined report).",
 )
 _MODEL = flags.DEFINE_string(
     "model",
@@ -29,6 +35,16 @@ _MODEL = flags.DEFINE_string(
 _TEXT_FILE = flags.DEFINE_string(
     "text_file", None, "--task=language: a UTF-8 corpus (default: CPython's bundled documentation text)."
 )
+_ADAPT_TEXT_FILE = flags.DEFINE_string(
+    "adapt_text_file",
+    None,
+    "--task=lora: the UTF-8 corpus to adapt to (default: the source code of some Python standard-library modules).",
+)
+_LORA_RANK = flags.DEFINE_integer("lora_rank", 8, "Rank of the lora recipe's adapters.", lower_bound=1)
+_RANK_FRACTION = flags.DEFINE_float(
+    "rank_fraction", 0.25, "Kept rank of the lowrank recipe, as a fraction of full rank.", lower_bound=1e-6,
+    upper_bound=1.0,
+)  # fmt: skip
 _CONTEXT = flags.DEFINE_integer("context", 64, "--task=language: context length in characters.", lower_bound=2)
 _DATASET = flags.DEFINE_enum(
     "dataset", "mnist5k", ["mnist5k", "digits"], "Built-in dataset, used when --data is not given."
@@ -111,9 +127,14 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
 
     preset = PRESETS[_PRESET.value]
+    run_all = _TASK.value == "all"
+    if run_all and (_MODEL.value or _RECIPES.value or _DATA.value or _RESUME.value):
+        print("error: --task=all runs every task with its own model, data and recipes; drop --model, --data, "
+              + "--recipes and --resume, or choose one --task.", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         config = tfc.StudyConfig(
-            task=_TASK.value,
+            task="classification" if run_all else _TASK.value,
             model=_MODEL.value,
             dataset=_DATASET.value,
             data=_DATA.value,
@@ -140,7 +161,12 @@ def main(argv):
             plugins=tuple(_PLUGINS.value),
             text_file=_TEXT_FILE.value,
             context=_CONTEXT.value,
+            adapt_text_file=_ADAPT_TEXT_FILE.value,
+            lora_rank=_LORA_RANK.value,
+            rank_fraction=_RANK_FRACTION.value,
         )
+        if run_all:
+            return _run_all(config)
         results = tfc.run_study(config, progress=lambda line: print(line, flush=True))
     except (tfc.StudyError, tfc.RecipeError, tfc.DataError, tfc.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -160,6 +186,25 @@ def main(argv):
         print(f"error: the fp32 baseline failed: {baseline.error if baseline else 'no row'}", file=sys.stderr)
         return 1
     if config.fail_fast and any(r.status is tfc.Status.FAILED for r in results.rows):
+        return 1
+    return 0
+
+
+def _run_all(config) -> int:
+    """--task=all: every task's default study, then the summary; exit 1 if a task or its baseline failed."""
+    from tabulate import tabulate
+
+    from tfcompress import overview
+
+    outcomes = overview.run_all(config, progress=lambda line: print(line, flush=True))
+    headers, cells = overview.summary_table(outcomes)
+    print()
+    print(tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True))
+    print(f"\nThe combined report is {config.output_dir}/overview.md; each task's files are in "
+          + f"{config.output_dir}/<task>/.")  # fmt: skip
+    failed = [o.task for o in outcomes if o.results is None or not (o.results.baseline() and o.results.baseline().ok)]
+    if failed:
+        print(f"error: these tasks did not produce an fp32 baseline: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 

@@ -97,6 +97,7 @@ def test_unknown_recipe_names_the_value_and_the_choices():
         recipes.parse_recipes("fp32,int4")
 
 
-def test_parse_recipes_defaults_to_all_and_drops_duplicates():
-    assert [p.name for p in recipes.parse_recipes("")] == recipes.names()
+def test_parse_recipes_defaults_to_the_default_study_and_drops_duplicates():
+    default = [p.name for p in recipes.parse_recipes("")]
+    assert default == [n for n in recipes.names() if n not in ("lora", "finetune")]  # task-specific: opt in
     assert [p.name for p in recipes.parse_recipes("int8, fp32,int8")] == ["int8", "fp32"]

@@ -12,6 +12,7 @@ from tfcompress import pruning  # noqa: E402, F401
 from tfcompress import clustering  # noqa: E402, F401
 from tfcompress import qat  # noqa: E402, F401
 from tfcompress import lowrank  # noqa: E402, F401
+from tfcompress import lora  # noqa: E402, F401  (lora and finetune: not in the default study)
 
 # isort: on
 

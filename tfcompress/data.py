@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 
@@ -25,10 +26,11 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """An image-classification dataset held in memory.
+    """A task's data held in memory: x is the model's input, y the training target.
 
-    Images are float32 in [0, 1], shaped (N, H, W, C); labels are int64 in
-    [0, num_classes).
+    For image classification, images are float32 in [0, 1], shaped
+    (N, H, W, C), and labels are int64 in [0, num_classes); other tasks
+    (tfcompress.tasks) hold token ids, latent codes or target tensors.
     """
 
     name: str
@@ -37,6 +39,8 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    # What a task's scoring needs besides y_test (e.g. the detection task's boxes); not compared or printed.
+    meta: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -53,4 +53,6 @@ def finetune(model: keras.Model, context: RecipeContext, params: FinetuneParams,
         learning_rate=params.finetune_learning_rate,
         verbose=context.verbose,
         callbacks=callbacks,
+        loss=context.loss,
+        batch_size=context.batch_size,
     )

@@ -44,6 +44,19 @@ def default_text() -> str:
     return "\n\n".join(topics.topics[key] for key in sorted(topics.topics))
 
 
+def read_text(path: str) -> str:
+    """A UTF-8 text file's content, or a TextError saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise TextError(f"Text file {path!r} does not exist; give a UTF-8 text file.") from None
+    except IsADirectoryError:
+        raise TextError(f"Text file {path!r} is a folder; give a UTF-8 text file.") from None
+    except UnicodeDecodeError as e:
+        raise TextError(f"Text file {path!r} is not UTF-8 ({e.reason} at byte {e.start}).") from None
+
+
 def load_text(path: str | None = None, valid_fraction: float = 0.1, max_chars: int | None = None) -> TextData:
     """Loads a corpus (default: CPython's documentation) and encodes it as character ids.
 
@@ -57,14 +70,7 @@ def load_text(path: str | None = None, valid_fraction: float = 0.1, max_chars: i
     if path is None:
         text, name = default_text(), "pydoc_topics"
     else:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise TextError(f"Text file {path!r} does not exist; give a UTF-8 text file.") from None
-        except UnicodeDecodeError as e:
-            raise TextError(f"Text file {path!r} is not UTF-8 ({e.reason} at byte {e.start}).") from None
-        name = os.path.splitext(os.path.basename(path))[0]
+        text, name = read_text(path), os.path.splitext(os.path.basename(path))[0]
     if max_chars is not None:
         text = text[:max_chars]
     split = int(len(text) * (1 - valid_fraction))

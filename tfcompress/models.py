@@ -11,7 +11,6 @@ import numpy as np
 from tfcompress._keras import keras, tf
 from tfcompress.data import Dataset
 
-BUILTIN_MODELS = ("cnn", "transformer")
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -67,17 +66,22 @@ def train(
     learning_rate: float = 1e-3,
     verbose: int = 1,
     callbacks: list | None = None,
+    loss=None,
 ) -> float:
-    """Trains a classifier in place with Adam; returns the wall time in seconds.
+    """Trains a model in place with Adam on (x_train, y_train); returns the wall time in seconds.
 
-    The loss takes logits or probabilities, whichever the model outputs.
+    Args:
+      loss: a Keras loss for y_train and the model's output; None for a
+        classifier's sparse cross-entropy, which takes logits or
+        probabilities, whichever the model outputs.
     """
     keras.utils.set_random_seed(seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
-        metrics=["accuracy"],
-    )
+    if loss is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+        metrics = ["accuracy"]
+    else:
+        metrics = []
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     start = time.perf_counter()
     model.fit(
         dataset.x_train,
@@ -120,7 +124,7 @@ def load_model(path: str, safe_mode: bool = True) -> keras.Model:
     if not os.path.exists(path):
         raise ModelError(
             f"Model path {path!r} does not exist; give a .keras, .h5 or SavedModel folder, "
-            + f"or a built-in model ({', '.join(BUILTIN_MODELS)})."
+            + "or the name of a built-in model of the task."
         )
     if path.endswith(".tflite"):
         raise ModelError(
@@ -184,43 +188,6 @@ def model_name(path_or_name: str) -> str:
             base = base[: -len(suffix)]
     safe = re.sub(r"[^\w.-]+", "_", base).strip("._")
     return safe or "model"
-
-
-def get_builtin_model(
-    name: str,
-    dataset: Dataset,
-    cache_dir: str,
-    epochs: int,
-    seed: int = 0,
-    verbose: int = 1,
-) -> tuple[keras.Model, bool]:
-    """Returns a trained built-in model, training it only if no cached copy exists.
-
-    The cache file name carries everything that changes the weights (model,
-    dataset, input shape, epochs, seed), so a re-run with the same settings
-    reuses the trained model. Returns (model, loaded_from_cache).
-    """
-    if name not in BUILTIN_MODELS:
-        raise ModelError(f"Unknown built-in model {name!r}; choose one of {', '.join(BUILTIN_MODELS)}.")
-    shape = "x".join(str(d) for d in dataset.input_shape)
-    path = os.path.join(
-        cache_dir, f"{name}-{model_name(dataset.name)}-{shape}-c{dataset.num_classes}-e{epochs}-s{seed}.keras"
-    )
-    if os.path.exists(path):
-        return keras.models.load_model(path, compile=False, safe_mode=True), True
-    if name == "transformer":  # the language task's character model; dataset rows are token windows
-        from tfcompress import language
-
-        model = language.build_transformer(dataset.num_classes, context=dataset.input_shape[0], seed=seed)
-        train(model, dataset, epochs=epochs, seed=seed, verbose=verbose, batch_size=32, learning_rate=3e-3)
-    else:
-        model = build_cnn(dataset.input_shape, dataset.num_classes, seed=seed)
-        train(model, dataset, epochs=epochs, seed=seed, verbose=verbose)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = path[: -len(".keras")] + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-    return model, False
 
 
 def num_classes(model: keras.Model) -> int:

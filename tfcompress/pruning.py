@@ -65,7 +65,7 @@ def schedule(name: str, sparsity: float, total_steps: int) -> tfmot.sparsity.ker
 
 def _finetune_pruned(model, context: RecipeContext, params, **prune_kwargs) -> Transformed:
     require_graph(model)
-    total_steps = params.finetune_epochs * steps_per_epoch(len(context.dataset.x_train))
+    total_steps = params.finetune_epochs * steps_per_epoch(len(context.dataset.x_train), context.batch_size)
     sparsity = prune_kwargs.pop("sparsity", 0.5)
     if "pruning_schedule" not in prune_kwargs:
         prune_kwargs["pruning_schedule"] = schedule(

@@ -60,6 +60,9 @@ class RecipeContext:
       sparse_tflite: also convert transformed models with the converter's
         EXPERIMENTAL_SPARSITY and report that file's size.
       verbose: Keras verbosity for fine-tuning (0 silent, 2 a line per epoch).
+      loss: the task's training loss for (y_train, model output); None for a
+        classifier's sparse cross-entropy.
+      batch_size: fine-tuning batch size.
     """
 
     calibration_data: np.ndarray
@@ -67,6 +70,8 @@ class RecipeContext:
     seed: int = 0
     sparse_tflite: bool = False
     verbose: int = 0
+    loss: Any = None
+    batch_size: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +105,8 @@ class Recipe:
       primary: the parameter that a bare value sets ('prune:0.9').
       export: for a transform, the export recipe used when the spec names none.
       mode: for a post-training export, its converter mode.
+      in_default_study: whether a study with no --recipes runs it (False for
+        recipes that only make sense for some tasks, such as lora).
     """
 
     name: str
@@ -110,6 +117,7 @@ class Recipe:
     primary: str | None = None
     export: str = "fp32"
     mode: Quantization | None = None
+    in_default_study: bool = True
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -176,6 +184,11 @@ def register_alias(name: str, spec: str, description: str) -> None:
 def names() -> list[str]:
     """Every registered recipe and alias, in registration order (the order of a default study)."""
     return list(_ORDER)
+
+
+def default_names() -> list[str]:
+    """The recipes and aliases a study with no --recipes runs, in registration order."""
+    return [n for n in _ORDER if n in _ALIASES or _REGISTRY[n].in_default_study]
 
 
 def describe() -> list[tuple[str, str]]:
@@ -260,7 +273,7 @@ def parse(spec: str, defaults: Mapping[str, Any] | None = None) -> Pipeline:
 
 
 def parse_recipes(spec: str | list[str] | tuple[str, ...] | None, defaults: Mapping[str, Any] | None = None):
-    """Parses a comma list (or list) of recipe specs; empty means every registered recipe.
+    """Parses a comma list (or list) of recipe specs; empty means every recipe of the default study.
 
     Duplicates are dropped, keeping the first. Returns Pipelines.
     """
@@ -268,7 +281,7 @@ def parse_recipes(spec: str | list[str] | tuple[str, ...] | None, defaults: Mapp
         items = []
     else:
         items = spec.split(",") if isinstance(spec, str) else list(spec)
-    items = [s.strip() for s in items if s.strip()] or names()
+    items = [s.strip() for s in items if s.strip()] or default_names()
     pipelines = [parse(item, defaults) for item in dict.fromkeys(items)]
     return pipelines
 

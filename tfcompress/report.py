@@ -8,10 +8,9 @@ import os
 
 from tabulate import tabulate
 
+from tfcompress import tasks
 from tfcompress.results import Results, Row, write_atomic
 
-# Metrics that are fractions; their change vs fp32 is shown in percentage points.
-_FRACTION_METRICS = {"accuracy"}
 TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
 
 
@@ -33,7 +32,8 @@ def _fmt(value, spec: str, suffix: str = "") -> str:
 def _delta(row: Row, base: Row | None) -> str:
     if row.metric is None or base is None or base.metric is None:
         return ""
-    if row.metric_name in _FRACTION_METRICS:
+    metric = tasks.metric(row.metric_name)
+    if metric is not None and metric.fraction:  # fractions change in percentage points
         return f"{(row.metric - base.metric) * 100:+.2f} pt"
     if base.metric:
         return f"{(row.metric - base.metric) / abs(base.metric) * 100:+.2f}%"
@@ -42,6 +42,9 @@ def _delta(row: Row, base: Row | None) -> str:
 
 # Recipe-specific columns shown when any row has them: (extras key, header, format).
 _EXTRA_COLUMNS = [
+    ("map", "mAP@[.5:.95]", ".4f"),
+    ("sample_accuracy", "sample acc", ".4f"),
+    ("trainable_fraction", "trainable", ".4f"),
     ("sparsity", "sparsity", ".3f"),
     ("two_four", "2:4", ""),
     ("unique_weights", "unique weights", "d"),
@@ -176,11 +179,14 @@ def to_markdown(results: Results) -> str:
         "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "
         + "recipe that cannot apply to this model, and its note says why.",
     ]
+    for name in sorted({r.metric_name for r in results.rows if r.metric_name}):
+        metric = tasks.metric(name)
+        if metric is not None:
+            lines.append(
+                f"- {name}: {metric.description}; {'higher' if metric.higher_is_better else 'lower'} is better."
+            )
     if any(r.metric_name == "bits_per_char" for r in results.rows):
-        lines.append(
-            "- bits_per_char is the validation cross-entropy of the next character in bits: lower is better; "
-            + "perplexity (2 to that power) is in results.json."
-        )
+        lines.append("- perplexity (2 to the power of bits_per_char) is in results.json.")
     if any("sparsity" in r.extras for r in results.rows):
         lines.append(
             "- sparsity is the measured fraction of zero weights in the .tflite's kernels. Zeros and shared "

@@ -26,6 +26,7 @@ from tfcompress import (
     catalog,  # noqa: F401  (registers every recipe)
     graph,
     isolation,
+    tasks,
 )
 from tfcompress import data as data_lib
 from tfcompress import models as models_lib
@@ -33,17 +34,8 @@ from tfcompress import recipes as recipes_lib
 from tfcompress import report as report_lib
 from tfcompress import results as results_lib
 from tfcompress.benchmark import LatencyError, measure_latency
-from tfcompress.evaluate import accuracy, as_input, run_tflite, top1
+from tfcompress.evaluate import accuracy, as_input, run_tflite
 from tfcompress.results import Results, Row, Status
-
-TASKS = ("classification", "language")
-# The built-in model and default recipes of each task.
-DEFAULT_MODEL = {"classification": "cnn", "language": "transformer"}
-DEFAULT_RECIPES = {
-    "classification": (),  # every registered recipe
-    "language": ("fp32", "dynamic_range", "float16", "int8", "int16x8", "prune", "lowrank"),
-}
-METRIC = {"classification": "accuracy", "language": "bits_per_char"}
 
 
 class StudyError(ValueError):
@@ -55,10 +47,11 @@ class StudyConfig:
     """Everything that decides a study's results. Field names equal the script's flags.
 
     Attributes:
-      task: the task family: classification, or language (a character-level
-        model whose metric is validation bits per character, lower is better).
-      model: a built-in model name ('cnn', 'transformer'; empty: the task's
-        own) or a path to a .keras, .h5 or SavedModel.
+      task: the task family (tfcompress.tasks): classification, language (a
+        character-level model whose metric is validation bits per character,
+        lower is better), and the others registered there.
+      model: a built-in model name of the task (empty: the task's default) or
+        a path to a .keras, .h5 or SavedModel.
       dataset: a built-in dataset name, used when ``data`` is not given.
       data: a path to an .npz file (x_train, y_train, x_test, y_test) or an image folder.
       recipes: recipe specs (names, aliases or pipelines such as
@@ -94,6 +87,10 @@ class StudyConfig:
       text_file: the language task's UTF-8 corpus; default CPython's bundled
         documentation (pydoc_data.topics).
       context: the language model's context length in characters.
+      adapt_text_file: the lora task's adaptation corpus (UTF-8); default the
+        source code of a fixed list of Python standard-library modules.
+      lora_rank: the rank of lora's adapters (the recipe's `rank`).
+      rank_fraction: lowrank's kept rank as a fraction of full rank.
     """
 
     task: str = "classification"
@@ -125,6 +122,9 @@ class StudyConfig:
     allow_unsafe_deserialization: bool = False
     text_file: str | None = None
     context: int = 64
+    adapt_text_file: str | None = None
+    lora_rank: int = 8
+    rank_fraction: float = 0.25
 
     # Fields that change how a study runs or where it writes, but not its rows. (The recipe list is not
     # hashed either: rows are matched by recipe, so a resumed study may add recipes.)
@@ -147,7 +147,8 @@ class StudyConfig:
             "finetune_epochs",
             "finetune_learning_rate",
         )
-        return {k: getattr(self, k) for k in keys}
+        # Recipe parameters whose flag names differ from the parameter's: --lora_rank sets lora's rank.
+        return {k: getattr(self, k) for k in keys} | {"rank": self.lora_rank, "rank_fraction": self.rank_fraction}
 
     def pipelines(self) -> list[recipes_lib.Pipeline]:
         """The recipes to run, parsed, with fp32 first."""
@@ -163,12 +164,13 @@ class StudyConfig:
                 importlib.import_module(module)
             except ImportError as e:
                 raise StudyError(f"Cannot import plugin module {module!r} ({e}); check --plugins.") from None
-        if self.task not in TASKS:
-            raise StudyError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
+        if self.task not in tasks.names():
+            raise StudyError(f"Unknown task {self.task!r}; choose one of: {', '.join(tasks.names())}.")
+        task = tasks.get(self.task)
         if not self.model:
-            object.__setattr__(self, "model", DEFAULT_MODEL[self.task])
+            object.__setattr__(self, "model", task.default_model)
         if not self.recipes:
-            object.__setattr__(self, "recipes", DEFAULT_RECIPES[self.task])
+            object.__setattr__(self, "recipes", task.default_recipes)
         if self.context < 2:
             raise StudyError(f"context must be >= 2, got {self.context}.")
         object.__setattr__(self, "recipes", tuple(p.name for p in self.pipelines()))
@@ -252,37 +254,49 @@ def _inside(root: str, *parts: str) -> str:
     return path
 
 
-def _load_data(config: StudyConfig, model=None) -> data_lib.Dataset:
-    """The task's data; image folders are read at the size and channels ``model`` takes."""
-    if config.task == "language":
-        from tfcompress import language
+def cache_dir(config: StudyConfig) -> str:
+    """Where trained built-in models are kept."""
+    return config.cache_dir or os.path.join(config.output_dir, "models")
 
-        try:
-            return language.as_dataset(language.load_text(config.text_file), config.context)
-        except language.TextError as e:
-            raise data_lib.DataError(str(e)) from None
-    source = config.data or config.dataset
-    kwargs = {}
-    if model is not None and os.path.isdir(source):
-        shape = model.inputs[0].shape
-        kwargs = {"image_size": (shape[1], shape[2]), "channels": shape[3]}
-    return data_lib.load_dataset(source, seed=config.seed, **kwargs)
+
+def builtin_model(config: StudyConfig, dataset: data_lib.Dataset | None = None, verbose: int = 0):
+    """The task's trained built-in model ``config.model``, from the cache or trained now.
+
+    The cache file name carries everything that changes the weights (model,
+    data, input shape, classes, epochs, seed), so a re-run with the same
+    settings, or another task that starts from the same model, reuses it.
+
+    Returns:
+      (model, loaded_from_cache).
+    """
+    from tfcompress._keras import keras
+
+    task = tasks.get(config.task)
+    dataset = dataset if dataset is not None else task.load_data(config)
+    path = os.path.join(cache_dir(config), task.cache_name(config.model, dataset, config) + ".keras")
+    if os.path.exists(path):
+        return keras.models.load_model(path, compile=False, safe_mode=True), True
+    model = task.build(config, dataset, verbose)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path[: -len(".keras")] + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    return model, False
 
 
 def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
     """Returns (keras model, its output-folder name, dataset), checked against each other."""
-    if config.model in models_lib.BUILTIN_MODELS:
-        dataset = _load_data(config)
-        model, cached = models_lib.get_builtin_model(
-            config.model,
-            dataset,
-            config.cache_dir or os.path.join(config.output_dir, "models"),
-            epochs=config.epochs,
-            seed=config.seed,
-            verbose=2,
-        )
+    task = tasks.get(config.task)
+    if config.model in task.builtin_models:
+        dataset = task.load_data(config)
+        model, cached = builtin_model(config, dataset, verbose=2)
         progress(f"Model {config.model}: {'loaded from the cache' if cached else 'trained'} on {dataset.name}.")
         name = config.model
+    elif not task.user_models:
+        raise StudyError(
+            f"The {task.name} task studies its built-in model ({', '.join(task.builtin_models)}); "
+            + f"--model={config.model!r} is not one of them."
+        )
     else:
         if config.allow_unsafe_deserialization:
             progress(
@@ -291,14 +305,15 @@ def _load_model_and_data(config: StudyConfig, progress: Callable[[str], None]):
             )
         model = models_lib.load_model(config.model, safe_mode=not config.allow_unsafe_deserialization)
         name = models_lib.model_name(config.model)
-        dataset = _load_data(config, model)
+        dataset = task.load_data(config, model)
         progress(f"Model {name}: loaded from {config.model}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise StudyError(
             f"Model {name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
             + f"the {config.task} task needs exactly one of each."
         )
-    data_lib.check_fits(dataset, tuple(model.inputs[0].shape), models_lib.num_classes(model))
+    classes = models_lib.num_classes(model) if task.metric.name == "accuracy" else None
+    data_lib.check_fits(dataset, tuple(model.inputs[0].shape), classes)
     return model, name, dataset
 
 
@@ -311,20 +326,15 @@ def _measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config:
     row.size_bytes = len(tflite)
     row.gzip_bytes = len(gzip.compress(tflite, compresslevel=9))
     row.bytes_per_param = row.size_bytes / row.params if row.params else None
-    outputs = run_tflite(tflite, dataset.x_test)
-    row.metric_name = METRIC[config.task]
-    if config.task == "language":
-        from tfcompress import language
-
-        row.metric = language.bits_per_char(outputs, dataset.y_test)
-        row.extras["perplexity"] = float(2.0**row.metric)
-        predictions = np.argmax(outputs, axis=-1)  # next-character guesses, for agreement with fp32
-    else:
-        predictions = top1(outputs)
-        row.metric = accuracy(predictions, dataset.y_test)
-    row.extras["_top1"] = predictions  # dropped before saving; fp32's feeds agreement
-    if fp32_top1 is not None:
-        row.agreement = accuracy(predictions, fp32_top1)
+    task = tasks.get(config.task)
+    score = task.score(run_tflite(tflite, dataset.x_test), dataset)
+    row.metric_name = task.metric.name
+    row.metric = score.metric
+    row.extras.update(score.extras)
+    if score.predictions is not None:
+        row.extras["_top1"] = score.predictions  # dropped before saving; fp32's feeds agreement
+        if fp32_top1 is not None:
+            row.agreement = accuracy(score.predictions, fp32_top1)
     # Time the model on a real test example, prepared as its input tensor takes it.
     fd, sample_path = tempfile.mkstemp(prefix=".tmp-input-", suffix=".npy", dir=os.path.dirname(path))
     try:
@@ -382,12 +392,15 @@ def _prepare(config: StudyConfig, progress: Callable[[str], None], verbose: int)
     calibration = dataset.x_train[
         rng.choice(len(dataset.x_train), min(config.calibration_samples, len(dataset.x_train)), replace=False)
     ]
+    task = tasks.get(config.task)
     context = recipes_lib.RecipeContext(
         calibration_data=calibration,
         dataset=dataset,
         seed=config.seed,
         sparse_tflite=config.sparse_tflite,
         verbose=verbose,
+        loss=task.loss() if task.loss else None,
+        batch_size=task.batch_size,
     )
     return _Prepared(model, name, dataset, context, int(model.count_params()))
 
@@ -502,10 +515,9 @@ def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> R
             if done is not None:
                 results.rows.append(done)
                 if pipeline.name == recipes_lib.BASELINE:
-                    fp32_top1 = top1(
-                        run_tflite(os.path.join(config.output_dir, done.tflite_path), prepared.dataset.x_test)
-                    )
-                    if work_dir:
+                    outputs = run_tflite(os.path.join(config.output_dir, done.tflite_path), prepared.dataset.x_test)
+                    fp32_top1 = tasks.get(config.task).score(outputs, prepared.dataset).predictions
+                    if work_dir and fp32_top1 is not None:
                         fp32_top1_path = os.path.join(work_dir, "fp32-top1.npy")
                         np.save(fp32_top1_path, fp32_top1, allow_pickle=False)
                 progress(_progress_line(i, len(pipelines), done) + " [kept from the earlier run]")

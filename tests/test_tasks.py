@@ -1,0 +1,185 @@
+"""The task registry, the tolerance rule, and the combined report of --task=all."""
+
+import pytest
+
+from tfcompress import overview, tasks
+from tfcompress.benchmark import LatencyStats
+from tfcompress.results import Results, Row, Status
+
+
+def test_the_task_flag_lists_every_registered_task():
+    import experiments.study as script
+
+    assert sorted(script.TASKS) == sorted(tasks.names())
+    assert set(overview.ALL_TASKS) == set(tasks.names())
+
+
+def test_each_task_has_a_default_model_among_its_builtins_and_a_described_metric():
+    for name in tasks.names():
+        task = tasks.get(name)
+        assert task.default_model in task.builtin_models
+        assert task.metric.description and tasks.metric(task.metric.name) is not None
+    assert not tasks.metric("bits_per_char").higher_is_better
+    assert tasks.metric("map50").fraction and not tasks.metric("psnr_db").fraction
+
+
+def test_unknown_task_names_the_choices():
+    with pytest.raises(ValueError, match="Unknown task 'segmentation'; choose one of: classification"):
+        tasks.get("segmentation")
+
+
+@pytest.mark.parametrize(
+    "metric, value, reference, within",
+    [
+        ("accuracy", 0.965, 0.974, True),  # 0.9 points worse
+        ("accuracy", 0.963, 0.974, False),  # 1.1 points worse
+        ("accuracy", 0.990, 0.974, True),  # better is always within
+        ("bits_per_char", 2.02, 2.00, True),  # 1% worse
+        ("bits_per_char", 2.03, 2.00, False),  # 1.5% worse
+        ("bits_per_char", 1.50, 2.00, True),
+        ("psnr_db", 19.85, 20.0, True),  # 0.75% worse
+        ("psnr_db", 19.7, 20.0, False),  # 1.5% worse
+    ],
+)
+def test_tolerance_is_one_point_for_fractions_and_one_percent_otherwise(metric, value, reference, within):
+    assert tasks.metric(metric).within(value, reference) is within
+
+
+def _row(recipe, size, metric, median_ms, status=Status.OK, metric_name="accuracy"):
+    latency = [LatencyStats(threads=1, median_ms=median_ms, p90_ms=median_ms, p99_ms=median_ms,
+                            mean_ms=median_ms, std_ms=0.0, runs=10)]  # fmt: skip
+    return Row(task="t", model="m", recipe=recipe, status=status, size_bytes=size, metric=metric,
+               metric_name=metric_name, latency=latency if status is Status.OK else [])  # fmt: skip
+
+
+def test_summary_picks_the_smallest_and_fastest_rows_within_tolerance():
+    rows = [
+        _row("fp32", 1000, 0.970, 1.0),
+        _row("float16", 500, 0.970, 1.1),
+        _row("int8", 250, 0.965, 0.3),  # within 1 point: the smallest and the fastest
+        _row("prune_int8", 200, 0.940, 0.2),  # smaller and faster, but 3 points worse
+        _row("int16x8", 100, None, 0.1, status=Status.FAILED),
+    ]
+    best = overview.best_rows(Results({}, {}, rows))
+    assert best["size"].recipe == "int8" and best["latency"].recipe == "int8"
+    outcome = overview.TaskOutcome("classification", Results({}, {}, rows), None, 12.0)
+    headers, cells = overview.summary_table([outcome, overview.TaskOutcome("lora", None, "DataError: bad", 1.0)])
+    line = dict(zip(headers, cells[0], strict=True))
+    assert line["smallest within tolerance"] == "int8" and line["size x fp32"] == "0.250"
+    assert line["speed-up"] == "3.33x (1t)" and line["rows ok / all"] == "4 / 5"
+    assert line["metric"] == "accuracy (higher is better)" and line["tolerance"] == "1 pt"
+    assert cells[1][0] == "lora" and "could not run" in cells[1]
+    text = overview.to_markdown([outcome, overview.TaskOutcome("lora", None, "DataError: bad", 1.0)])
+    assert "## classification" in text and "Could not run: DataError: bad" in text
+
+
+def test_lower_is_better_metrics_pick_the_lowest(monkeypatch):
+    rows = [
+        _row("fp32", 1000, 2.00, 1.0, metric_name="bits_per_char"),
+        _row("dynamic_range", 300, 2.01, 0.8, metric_name="bits_per_char"),
+        _row("int8", 250, 3.10, 0.5, metric_name="bits_per_char"),  # far worse: excluded
+    ]
+    best = overview.best_rows(Results({}, {}, rows))
+    assert best["size"].recipe == "dynamic_range" and best["latency"].recipe == "dynamic_range"
+
+
+def test_run_all_runs_every_task_and_writes_one_report(tmp_path, monkeypatch):
+    from tfcompress import study
+
+    seen = []
+
+    def fake_run(config, progress=None):
+        seen.append((config.task, config.model, config.output_dir, config.cache_dir))
+        if config.task == "generative":
+            raise study.StudyError("no data")
+        metric = tasks.get(config.task).metric.name
+        return Results({}, {}, [_row("fp32", 1000, 0.5, 1.0, metric_name=metric)])
+
+    monkeypatch.setattr(study, "run", fake_run)
+    config = study.StudyConfig(output_dir=str(tmp_path / "all"), recipes=("fp32",))
+    outcomes = overview.run_all(config)
+    assert [o.task for o in outcomes] == list(overview.ALL_TASKS)
+    assert [task for task, *_ in seen] == list(overview.ALL_TASKS)
+    for task, model, output_dir, cache_dir in seen:
+        assert model == tasks.get(task).default_model  # each task's own default, not the shared config's
+        assert output_dir == str(tmp_path / "all" / task)
+        assert cache_dir == str(tmp_path / "all" / "models")  # one cache: generative reuses the classifier
+    failed = {o.task: o.error for o in outcomes if o.results is None}
+    assert failed == {"generative": "StudyError: no data"}
+    report = (tmp_path / "all" / "overview.md").read_text()
+    for task in overview.ALL_TASKS:
+        assert f"## {task}" in report
+
+
+def test_task_all_refuses_a_model_or_recipes(capsys):
+    from tests.conftest import study_cli
+
+    code, _, err = study_cli(capsys, "--task=all", "--recipes=int8")
+    assert code == 2 and "--task=all runs every task with its own model" in err
+
+
+def _study(tmp_path, **kwargs):
+    from tfcompress.study import StudyConfig, run
+
+    defaults = dict(epochs=1, num_runs=3, warmup_runs=1, isolate=False, output_dir=str(tmp_path / "out"))
+    return run(StudyConfig(**(defaults | kwargs)))
+
+
+def test_detection_task_scores_coco_map_on_each_tflite(tmp_path, monkeypatch):
+    from tfcompress import detection
+
+    small = detection.load_mnist_detection(num_train=300, num_test=60, canvas=64, seed=0)
+    monkeypatch.setattr(detection, "load_mnist_detection", lambda **_: small)
+    results = _study(tmp_path, task="detection", recipes=("fp32", "int8"))
+    for row in results.rows:
+        assert row.ok, row.error
+        assert row.metric_name == "map50" and 0.0 <= row.metric <= 1.0
+        assert 0.0 <= row.extras["map"] <= row.metric  # mAP@[.5:.95] never exceeds mAP@.5
+        assert row.agreement is None  # boxes have no top-1 to agree on
+    fp32, int8 = results.rows
+    assert int8.size_bytes < 0.35 * fp32.size_bytes
+
+
+def test_generative_task_measures_the_tflite_decoder(tmp_path):
+    results = _study(tmp_path, task="generative", recipes=("fp32", "float16"))
+    fp32, float16 = results.rows
+    assert fp32.ok and float16.ok, (fp32.error, float16.error)
+    assert fp32.metric_name == "psnr_db" and 10.0 < fp32.metric < 60.0  # a blank image scores about 9 dB here
+    assert float16.metric == pytest.approx(fp32.metric, abs=0.5)
+    assert 0.0 <= fp32.extras["sample_accuracy"] <= 1.0  # one epoch of VAE training: blurry, maybe unreadable
+    assert float16.size_bytes < 0.6 * fp32.size_bytes
+    cache = sorted(p.name for p in (tmp_path / "out" / "models").iterdir())
+    assert any(name.startswith("vae-") for name in cache) and any(name.startswith("cnn-mnist5k") for name in cache)
+    # The judge of sample quality reads real digits: "decoding" to the true images scores its test accuracy.
+    from tfcompress.study import StudyConfig
+
+    task = tasks.get("generative")
+    dataset = task.load_data(StudyConfig(task="generative", epochs=1, output_dir=str(tmp_path / "out")))
+    perfect = task.score(dataset.y_test, dataset)
+    assert perfect.metric == float("inf") and perfect.extras["sample_accuracy"] > 0.7
+
+
+def test_lora_task_adapts_the_pretrained_language_model(tmp_path):
+    from tfcompress import language, lora
+
+    source, target = tmp_path / "source.txt", tmp_path / "target.txt"
+    source.write_text(language.default_text()[:30_000], encoding="utf-8")
+    target.write_text(lora.default_adapt_text()[:12_000], encoding="utf-8")
+    results = _study(tmp_path, task="lora", text_file=str(source), adapt_text_file=str(target), context=16,
+                     finetune_epochs=3, finetune_learning_rate=3e-3)  # fmt: skip
+    rows = {r.recipe: r for r in results.rows}
+    assert list(rows) == [
+        "fp32",
+        "lora",
+        "lora>dynamic_range",
+        "lora>float16",
+        "lora:rank=2:alpha=4:targets=all",
+        "finetune",
+    ]
+    for row in rows.values():
+        assert row.ok, row.error
+        assert row.metric_name == "bits_per_char"
+    assert rows["lora"].extras["trainable_fraction"] <= 0.05
+    assert rows["lora"].metric < rows["fp32"].metric  # adapted toward the target text
+    assert rows["lora>dynamic_range"].metric == pytest.approx(rows["lora"].metric, rel=0.02)
+    assert rows["lora>dynamic_range"].size_bytes < 0.4 * rows["lora"].size_bytes
