@@ -29,8 +29,8 @@ _TASK = flags.DEFINE_enum(
 _MODEL = flags.DEFINE_string(
     "model",
     "",
-    "A built-in model (cnn, transformer; default the task's own) or a path to a .keras, .h5 or SavedModel folder "
-    + "(never retrained).",
+    "The task's built-in model (cnn, detector, vae_decoder, transformer; default the task's own) or, for "
+    + "classification and language, a path to a .keras, .h5 or SavedModel folder (never retrained).",
 )
 _TEXT_FILE = flags.DEFINE_string(
     "text_file", None, "--task=language: a UTF-8 corpus (default: CPython's bundled documentation text)."
