@@ -1,10 +1,12 @@
 """Latency measurement in a child process: consistent statistics, and crashes become errors."""
 
+import collections
+import json
 import sys
 
 import pytest
 
-from tfcompress import benchmark, recipes
+from tfcompress import benchmark, graph, peak, recipes
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,102 @@ def test_a_real_example_can_be_the_timed_input(tflite_path, digits, tmp_path):
     np.save(sample, np.zeros((2, 8, 8, 1), np.float32))
     with pytest.raises(benchmark.LatencyError, match=r"input float32\[2, 8, 8, 1\] does not match"):
         benchmark.measure_latency(tflite_path, num_runs=1, input_path=str(sample))
+
+
+def test_latency_reports_startup_memory_and_full_delegation_of_an_fp32_cnn(tflite_path):
+    stats = benchmark.measure_latency(tflite_path, num_runs=5, warmup_runs=1)
+    assert stats.init_ms > 0 and stats.first_invoke_ms > 0
+    # The child's own peak (Python + numpy + LiteRT is about 45 MB), not the TensorFlow parent's.
+    assert 10 < stats.peak_rss_mb < 300
+    assert stats.total_ops == len(graph.ops(tflite_path))
+    assert stats.delegated_ops == stats.total_ops and stats.undelegated == {} and stats.fully_delegated
+    assert stats.delegate_partitions == 1
+    json.dumps(stats.to_dict())  # the record is JSON as it stands
+
+
+@pytest.fixture(scope="module")
+def partly_delegated_model():
+    """A float CNN with CUMSUM and TOPK_V2 in the middle, which XNNPACK does not take."""
+    from tfcompress._keras import keras, tf
+    from tfcompress.convert import convert
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Lambda(lambda t: tf.math.cumsum(t, axis=-1))(x)
+    x = keras.layers.Lambda(lambda t: tf.math.top_k(t, k=16).values)(x)
+    outputs = keras.layers.Dense(3)(keras.layers.Lambda(lambda t: tf.math.log(t + 1.0))(x))
+    return convert(keras.Model(inputs, outputs))
+
+
+def test_delegation_lists_every_op_once_and_names_the_undelegated_ones(partly_delegated_model):
+    report = benchmark.delegation(partly_delegated_model)
+    all_ops = collections.Counter(op.name for op in graph.ops(partly_delegated_model))
+    assert report["total_ops"] == sum(all_ops.values())
+    assert report["delegated_ops"] + sum(report["undelegated"].values()) == report["total_ops"]
+    assert report["undelegated"] == {"CUMSUM": 1, "TOPK_V2": 1}
+    assert report["delegate_partitions"] == 2  # conv + reshape before them, add + log + dense after
+
+
+def test_measured_delegation_matches_the_in_process_report(partly_delegated_model, tmp_path):
+    path = tmp_path / "mixed.tflite"
+    path.write_bytes(partly_delegated_model)
+    stats = benchmark.measure_latency(str(path), num_runs=2, warmup_runs=0)
+    assert stats.undelegated == {"CUMSUM": 1, "TOPK_V2": 1} and stats.fully_delegated is False
+    assert stats.delegated_ops == stats.total_ops - 2
+
+
+def test_results_saved_before_the_new_fields_still_load():
+    old = {"threads": 1, "median_ms": 1.0, "p90_ms": 1.2, "p99_ms": 1.5, "mean_ms": 1.1, "std_ms": 0.1, "runs": 50,
+           "warmup_runs": 5}  # fmt: skip
+    stats = benchmark.LatencyStats.from_dict(old)
+    assert stats.median_ms == 1.0 and stats.init_ms is None and stats.delegated_ops is None
+    assert stats.undelegated == {} and stats.fully_delegated is None
+    assert benchmark.LatencyStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    assert benchmark.LatencyStats.from_dict({**old, "undelegated": None}).undelegated == {}
+
+
+def _stats(threads, median_ms):
+    return benchmark.LatencyStats(threads, median_ms, median_ms, median_ms, median_ms, 0.0, 10)
+
+
+def test_scaling_efficiency_is_speedup_over_one_thread_per_thread():
+    eff = benchmark.scaling_efficiency([_stats(2, 6.0), _stats(1, 10.0), _stats(4, 4.0)])
+    assert eff == pytest.approx({1: 1.0, 2: 10 / 6 / 2, 4: 10 / 4 / 4})
+
+
+def test_scaling_efficiency_without_one_thread_is_relative_to_the_fewest():
+    assert benchmark.scaling_efficiency([_stats(2, 6.0), _stats(4, 4.0)]) == pytest.approx({2: 1.0, 4: 6 / 4 / 2})
+    with pytest.raises(ValueError, match="one measurement per thread count"):
+        benchmark.scaling_efficiency([_stats(1, 1.0), _stats(1, 2.0)])
+    with pytest.raises(ValueError, match="at least one"):
+        benchmark.scaling_efficiency([])
+
+
+def test_roofline_counts_two_flops_per_mac():
+    gflops, fraction = peak.roofline(macs=1_000_000_000, median_ms=10.0, peak_gflops=400.0)
+    assert gflops == pytest.approx(200.0) and fraction == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="median_ms"):
+        peak.roofline(1, 0.0, 1.0)
+
+
+def test_peak_microbenchmark_gives_a_positive_rate():
+    result = peak.measure_peak_gflops(threads=1, seconds=0.2, sizes=(64, 128))
+    assert result["peak_gflops"] > 0 and result["threads"] == 1
+    assert result["method"].startswith("numpy float32 matmul")
+    with pytest.raises(ValueError, match="threads"):
+        peak.measure_peak_gflops(threads=0)
+
+
+@pytest.mark.parametrize(
+    "flags, dot_product, word",
+    [("fpu sse2 avx avx2 fma f16c", False, "no int8 dot-product"), ("avx2 fma avx512f avx512_vnni", True, "can beat")],
+)
+def test_cpu_features_say_whether_int8_has_dot_product_instructions(tmp_path, flags, dot_product, word):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    features = peak.cpu_features(str(cpuinfo))
+    assert features["model_name"] == "Some CPU" and features["avx2"] and features["fma"]
+    assert features["int8_dot_product"] is dot_product and features["avx512_vnni"] is dot_product
+    assert word in features["note"]
+    assert peak.cpu_features(str(tmp_path / "missing"))["model_name"] is None

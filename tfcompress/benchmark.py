@@ -5,6 +5,11 @@ and settings. Each measurement therefore runs in its own Python process
 (``tfcompress/_latency_worker.py``, run by path so that it imports LiteRT and
 numpy but not the package, and so not TensorFlow), so a crash becomes a ``LatencyError`` naming the signal rather
 than the end of the study.
+
+Besides the invoke() times, each measurement says where the rest of the time and memory go
+(``init_ms``, ``first_invoke_ms``, ``peak_rss_mb``) and how much of the graph XNNPACK runs
+(``delegated_ops`` of ``total_ops``, and the ``undelegated`` ops by name, left to LiteRT's builtin
+kernels). How delegation is detected is described in ``tfcompress/_latency_worker.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 
+from tfcompress import _latency_worker
 from tfcompress._process import describe_exit
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_latency_worker.py")
@@ -28,7 +34,20 @@ class LatencyError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class LatencyStats:
-    """Batch-1 invoke() latency over ``runs`` timed runs, in milliseconds."""
+    """Batch-1 invoke() latency over ``runs`` timed runs, in milliseconds, and what explains it.
+
+    The fields after ``warmup_runs`` are None (``undelegated`` empty) in results saved before they
+    were measured.
+
+    Attributes:
+      init_ms: Interpreter construction plus allocate_tensors(), which applies XNNPACK.
+      first_invoke_ms: the first invoke(), timed on its own before the warm-up runs.
+      peak_rss_mb: the measuring process's peak resident memory (about 40 MB of it is Python and LiteRT).
+      delegated_ops: how many of the graph's ``total_ops`` ops XNNPACK runs.
+      total_ops: the ops of the model's main subgraph.
+      undelegated: op name -> count of the ops left to LiteRT's builtin kernels.
+      delegate_partitions: how many XNNPACK partitions the delegated ops form (each boundary costs a hand-off).
+    """
 
     threads: int
     median_ms: float
@@ -38,6 +57,20 @@ class LatencyStats:
     std_ms: float
     runs: int
     warmup_runs: int = 0
+    init_ms: float | None = None
+    first_invoke_ms: float | None = None
+    peak_rss_mb: float | None = None
+    delegated_ops: int | None = None
+    total_ops: int | None = None
+    undelegated: dict[str, int] = dataclasses.field(default_factory=dict)
+    delegate_partitions: int | None = None
+
+    @property
+    def fully_delegated(self) -> bool | None:
+        """Whether XNNPACK runs every op (None when not measured)."""
+        if self.delegated_ops is None or self.total_ops is None:
+            return None
+        return self.delegated_ops == self.total_ops
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -45,7 +78,44 @@ class LatencyStats:
     @classmethod
     def from_dict(cls, d: dict) -> LatencyStats:
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
+        kwargs = {k: v for k, v in d.items() if k in fields}
+        if kwargs.get("undelegated") is None:
+            kwargs.pop("undelegated", None)
+        return cls(**kwargs)
+
+
+def scaling_efficiency(stats_by_threads: list[LatencyStats]) -> dict[int, float]:
+    """Thread-scaling efficiency of one model: speed-up over the fewest threads, divided by the thread ratio.
+
+    With a 1-thread measurement this is (median at 1 thread / median at t) / t: 1.0 is perfect scaling,
+    0.5 means 2 threads are no faster than 1. Without one, it is relative to the smallest thread count
+    t0: (median at t0 / median at t) / (t / t0), so t0 itself is 1.0.
+
+    Raises:
+      ValueError: no measurements, or two for the same thread count.
+    """
+    if not stats_by_threads:
+        raise ValueError("scaling_efficiency needs at least one measurement.")
+    by_threads = {s.threads: s for s in stats_by_threads}
+    if len(by_threads) != len(stats_by_threads):
+        counts = sorted(s.threads for s in stats_by_threads)
+        raise ValueError(f"one measurement per thread count, got thread counts {counts}.")
+    base = by_threads[min(by_threads)]
+    return {t: (base.median_ms / s.median_ms) / (t / base.threads) for t, s in sorted(by_threads.items())}
+
+
+def delegation(model: bytes | str, threads: int = 1) -> dict:
+    """Which ops of a .tflite model (bytes or path) XNNPACK takes, in this process.
+
+    Returns:
+      {"delegated_ops", "total_ops", "delegate_partitions", "undelegated": {op name: count}}, as
+      ``measure_latency`` records them.
+    """
+    if isinstance(model, (bytes, bytearray)):
+        _, _, result = _latency_worker.load(content=bytes(model), threads=threads)
+    else:
+        _, _, result = _latency_worker.load(path=str(model), threads=threads)
+    return result
 
 
 def _worker_command(
@@ -82,8 +152,10 @@ def measure_latency(
 
     The input is ``input_path``, an .npy file of one example already in the
     input tensor's shape and dtype (a study passes a real test example), or
-    else seeded random data of that shape and dtype. Only invoke() is timed,
-    after ``warmup_runs`` untimed runs.
+    else seeded random data of that shape and dtype. The first invoke() is
+    timed on its own (``first_invoke_ms``), then ``warmup_runs`` untimed runs,
+    then ``num_runs`` timed ones. The statistics come with the start-up cost,
+    peak memory and XNNPACK delegation (see ``LatencyStats``).
 
     Raises:
       ValueError: threads, num_runs or warmup_runs out of range.
