@@ -21,8 +21,12 @@ lint: venv
 	$(VENV)/bin/ruff check tfcompress experiments tests
 	$(VENV)/bin/ruff format --check tfcompress experiments tests
 
+# Two pytest workers (one per core of the CI machine); each test file stays on one worker, so its
+# module-scoped fixtures (a trained model, a study) are built once.
+TEST_WORKERS ?= 2
+
 test: venv lint
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # Writes BENCHMARKS.md (takes several minutes).
 bench: venv

@@ -21,6 +21,9 @@ _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 3, "Fine-tuning epoch
 _NUM_RUNS = flags.DEFINE_integer("num_runs", 50, "Timed runs per latency measurement.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/sweep", "Where everything is written.")
+_ISOLATE = flags.DEFINE_bool(
+    "isolate", True, "Run each recipe in its own process, so a native crash or a time-out is a failed row."
+)
 
 
 def _floats(values):
@@ -51,6 +54,7 @@ def main(argv):
             num_runs=_NUM_RUNS.value,
             seed=_SEED.value,
             output_dir=_OUTPUT_DIR.value,
+            isolate=_ISOLATE.value,
         )
         points, _ = sweep.run(base, [float(s) for s in _SPARSITIES.value], progress=lambda s: print(s, flush=True))
     except (tfc.StudyError, tfc.RecipeError, tfc.DataError, tfc.ModelError) as e:

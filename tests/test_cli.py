@@ -89,6 +89,7 @@ def test_users_functional_keras_model_and_npz_go_through_all_five_recipes(tmp_pa
         "--recipes=fp32,dynamic_range,float16,int8,int16x8",
         "--num_runs=3",
         "--warmup_runs=0",
+        "--noisolate",  # tests/test_isolation.py covers recipe processes
         f"--output_dir={out}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -108,6 +109,7 @@ def test_sparsity_sweep_end_to_end(tmp_path):
         "--epochs=2",
         "--finetune_epochs=1",
         "--num_runs=3",
+        "--noisolate",
         f"--output_dir={out}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
