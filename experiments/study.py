@@ -29,7 +29,8 @@ _TASK = flags.DEFINE_enum(
 _MODEL = flags.DEFINE_string(
     "model",
     "",
-    "The task's built-in model (cnn, detector, vae_decoder, transformer; default the task's own) or, for "
+    "The task's built-in model (classification: cnn, resnet_small, mobilenet_v2; detector, vae_decoder, "
+    + "transformer; default the task's own) or, for "
     + "classification and language, a path to a .keras, .h5 or SavedModel folder (never retrained).",
 )
 _TEXT_FILE = flags.DEFINE_string(
@@ -44,6 +45,23 @@ _LORA_RANK = flags.DEFINE_integer("lora_rank", 8, "Rank of the lora recipe's ada
 _RANK_FRACTION = flags.DEFINE_float(
     "rank_fraction", 0.25, "Kept rank of the lowrank recipe, as a fraction of full rank.", lower_bound=1e-6,
     upper_bound=1.0,
+)  # fmt: skip
+_KEEP_FRACTION = flags.DEFINE_float(
+    "keep_fraction", 0.5, "Fraction of each conv's filters that channel_prune keeps (and distill's default student).",
+    lower_bound=1e-6, upper_bound=1.0,
+)  # fmt: skip
+_CHANNEL_CRITERION = flags.DEFINE_enum(
+    "channel_criterion", "l1", ["l1", "bn_gamma"], "How channel_prune ranks filters: kernel L1 norm or BN |gamma|."
+)
+_TEMPERATURE = flags.DEFINE_float("temperature", 4.0, "distill: softmax temperature of the soft targets.",
+                                  lower_bound=1e-6)  # fmt: skip
+_DISTILL_ALPHA = flags.DEFINE_float(
+    "distill_alpha", 0.5, "distill: weight of the teacher's soft targets (1 - it: the labels).", lower_bound=0.0,
+    upper_bound=1.0,
+)  # fmt: skip
+_STUDENT = flags.DEFINE_string(
+    "student", "", "distill: a Keras model file to train as the student (default: the teacher narrowed to "
+    + "--keep_fraction)."
 )  # fmt: skip
 _CONTEXT = flags.DEFINE_integer("context", 64, "--task=language: context length in characters.", lower_bound=2)
 _DATASET = flags.DEFINE_enum(
@@ -164,6 +182,11 @@ def main(argv):
             adapt_text_file=_ADAPT_TEXT_FILE.value,
             lora_rank=_LORA_RANK.value,
             rank_fraction=_RANK_FRACTION.value,
+            keep_fraction=_KEEP_FRACTION.value,
+            channel_criterion=_CHANNEL_CRITERION.value,
+            temperature=_TEMPERATURE.value,
+            distill_alpha=_DISTILL_ALPHA.value,
+            student=_STUDENT.value,
         )
         if run_all:
             return _run_all(config)
@@ -178,8 +201,12 @@ def main(argv):
             file=sys.stderr,
         )
         return 130
+    from tfcompress import report
+
     print()
     print(tfc.format_table(results, "github"))
+    print("\nLatency lab (what explains each latency; see report.md):")
+    print(report.format_lab_table(results, "github"))
     print(f"\nResults, report and plots are in {config.output_dir}/")
     baseline = results.baseline()
     if baseline is None or not baseline.ok:

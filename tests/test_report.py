@@ -72,3 +72,27 @@ def test_loading_something_else_is_a_clear_error(tmp_path):
         results.load(str(other))
     with pytest.raises(ValueError, match="does not exist"):
         results.load(str(tmp_path / "missing.json"))
+
+
+def test_lab_table_explains_latency_from_macs_peak_delegation_and_threads():
+    import dataclasses
+
+    base = _results()
+    fp32, int8, failed = base.rows
+    fp32.macs = int8.macs = 5_000_000
+    fp32.latency = [dataclasses.replace(s, init_ms=3.0, first_invoke_ms=2.5, peak_rss_mb=50.0, delegated_ops=7,
+                                        total_ops=7) for s in fp32.latency]  # fmt: skip
+    int8.latency = [dataclasses.replace(s, delegated_ops=5, total_ops=7, undelegated={"TOPK_V2": 1, "CUMSUM": 1})
+                    for s in int8.latency]  # fmt: skip
+    base.environment["peak"] = {"1": {"peak_gflops": 20.0, "threads": 1, "method": "numpy float32 matmul"}}
+    headers, cells = report.lab_table(base)
+    by_recipe = {line[0]: dict(zip(headers, line, strict=True)) for line in cells}
+    assert set(by_recipe) == {"fp32", "int8"}  # a failed row has nothing to explain
+    # 5 M MACs = 10 M flops in 2 ms: 5 GFLOP/s, a quarter of the 20 GFLOP/s peak.
+    assert by_recipe["fp32"]["MMACs"] == "5.00" and by_recipe["fp32"]["GFLOP/s (1t)"] == "5.0"
+    assert by_recipe["fp32"]["roofline (1t)"] == "25%" and by_recipe["int8"]["roofline (1t)"] == "50%"
+    assert by_recipe["fp32"]["XNNPACK ops"] == "7/7" and by_recipe["fp32"]["left to default kernels"] == "none"
+    assert by_recipe["int8"]["left to default kernels"] == "CUMSUM x1, TOPK_V2 x1"
+    # Twice the threads, half the time: perfect scaling.
+    assert by_recipe["fp32"]["scaling (2t)"] == "1.00"
+    assert "float32 peak at 1 thread(s): 20.0 GFLOP/s" in report.to_markdown(base)

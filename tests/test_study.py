@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfcompress import benchmark
+from tfcompress import benchmark, macs
 from tfcompress.results import Status
 from tfcompress.study import StudyConfig, StudyError, run
 
@@ -45,6 +45,11 @@ def test_every_recipe_gives_an_ok_row_with_measurements(study):
         assert row.metric_name == "accuracy" and 0.5 < row.metric <= 1
         assert [s.threads for s in row.latency] == [1, 2]
         assert all(s.runs == 5 for s in row.latency)
+        assert row.macs == macs.tflite_macs(path.read_bytes()) > 0
+        assert all(s.delegated_ops == s.total_ops for s in row.latency), row.latency  # XNNPACK takes this CNN
+    peaks = results.environment["peak"]
+    assert set(peaks) == {"1", "2"} and all(p["peak_gflops"] > 0 for p in peaks.values())
+    assert "int8_dot_product" in results.environment["cpu_features"]
 
 
 def test_fp32_is_the_agreement_reference(study):
@@ -196,7 +201,7 @@ def test_language_task_reports_bits_per_char_measured_on_the_tflite(tmp_path):
     from tfcompress import language
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(language.default_text()[:30_000], encoding="utf-8")
+    corpus.write_text(language.default_text()[:12_000], encoding="utf-8")
     config = _config(tmp_path, task="language", model="", text_file=str(corpus), context=16, epochs=1,
                      recipes=("dynamic_range", "int16x8", "prune:0.5"), finetune_epochs=1, num_runs=3)  # fmt: skip
     assert config.model == "transformer"

@@ -150,6 +150,7 @@ def test_generative_task_measures_the_tflite_decoder(tmp_path):
     assert float16.size_bytes < 0.6 * fp32.size_bytes
     cache = sorted(p.name for p in (tmp_path / "out" / "models").iterdir())
     assert any(name.startswith("vae-") for name in cache) and any(name.startswith("cnn-mnist5k") for name in cache)
+    assert not any(name.startswith("vae_decoder") for name in cache)  # the VAE's own entry is not stored twice
     # The judge of sample quality reads real digits: "decoding" to the true images scores its test accuracy.
     from tfcompress.study import StudyConfig
 
@@ -164,7 +165,7 @@ def test_lora_task_adapts_the_pretrained_language_model(tmp_path):
 
     assert tasks.get("lora").default_recipes[:2] == ("fp32", "lora")  # fp32 is the frozen base
     source, target = tmp_path / "source.txt", tmp_path / "target.txt"
-    source.write_text(language.default_text()[:20_000], encoding="utf-8")
+    source.write_text(language.default_text()[:12_000], encoding="utf-8")
     target.write_text(lora.default_adapt_text()[:8_000], encoding="utf-8")
     results = _study(tmp_path, task="lora", text_file=str(source), adapt_text_file=str(target), context=16,
                      finetune_epochs=3, finetune_learning_rate=3e-3,
@@ -178,3 +179,5 @@ def test_lora_task_adapts_the_pretrained_language_model(tmp_path):
     assert rows["lora"].metric < rows["fp32"].metric  # adapted toward the target text
     assert rows["lora>dynamic_range"].metric == pytest.approx(rows["lora"].metric, rel=0.02)
     assert rows["lora>dynamic_range"].size_bytes < 0.4 * rows["lora"].size_bytes
+    cache = [p.name for p in (tmp_path / "out" / "models").iterdir()]
+    assert len(cache) == 1 and cache[0].startswith("transformer-"), cache  # the pretrained model, stored once

@@ -9,6 +9,7 @@ import os
 from tabulate import tabulate
 
 from tfcompress import tasks
+from tfcompress.benchmark import scaling_efficiency
 from tfcompress.results import Results, Row, write_atomic
 
 TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
@@ -45,6 +46,9 @@ _EXTRA_COLUMNS = [
     ("map", "mAP@[.5:.95]", ".4f"),
     ("sample_accuracy", "sample acc", ".4f"),
     ("trainable_fraction", "trainable", ".4f"),
+    ("kept_filters", "filters kept", ".3f"),
+    ("distill_keras_accuracy", "distilled acc (Keras)", ".4f"),
+    ("labels_only_keras_accuracy", "labels-only acc (Keras)", ".4f"),
     ("sparsity", "sparsity", ".3f"),
     ("two_four", "2:4", ""),
     ("unique_weights", "unique weights", "d"),
@@ -128,6 +132,95 @@ def format_table(results: Results, fmt: str = "github") -> str:
     return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
+def peak_gflops(results: Results, threads: int) -> float | None:
+    """The float32 matmul peak the study measured at ``threads`` (environment["peak"]), or None."""
+    entry = (results.environment.get("peak") or {}).get(str(threads)) or {}
+    return entry.get("peak_gflops")
+
+
+def _undelegated(stats) -> str:
+    if stats is None or stats.delegated_ops is None:
+        return ""
+    if not stats.undelegated:
+        return "none"
+    return ", ".join(f"{name} x{count}" for name, count in sorted(stats.undelegated.items()))
+
+
+def lab_table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """The latency lab: what explains each row's latency.
+
+    Work (MACs counted from the .tflite graph) and the GFLOP/s achieved at the
+    median latency, as a fraction of the machine's float32 matmul peak
+    (``roofline``); start-up (``init ms``: interpreter and XNNPACK set-up;
+    ``first invoke ms``); the measuring process's peak memory; how many ops
+    XNNPACK took and which it left to LiteRT's default kernels; and, when
+    several thread counts were timed, the scaling efficiency (the speed-up
+    over the fewest threads divided by the thread ratio; 1.0 is perfect).
+    """
+    threads = thread_counts(results)
+    t0 = threads[0] if threads else 1
+    multi_model = len({r.model for r in results.rows}) > 1
+    headers = (["model"] if multi_model else []) + [
+        "recipe",
+        "MMACs",
+        f"GFLOP/s ({t0}t)",
+        f"roofline ({t0}t)",
+        "init ms",
+        "first invoke ms",
+        "peak RSS MB",
+        "XNNPACK ops",
+        "left to default kernels",
+    ]
+    headers += [f"scaling ({t}t)" for t in threads[1:]]
+    peak = peak_gflops(results, t0)
+    cells = []
+    for row in results.rows:
+        if not row.ok:
+            continue
+        stats = row.latency_at(t0)
+        gflops = fraction = None
+        if row.macs and stats and stats.median_ms > 0:
+            gflops = 2.0 * row.macs / (stats.median_ms * 1e-3) / 1e9
+            fraction = gflops / peak if peak else None
+        delegated = f"{stats.delegated_ops}/{stats.total_ops}" if stats and stats.delegated_ops is not None else ""
+        line = ([row.model] if multi_model else []) + [
+            row.recipe,
+            _fmt(row.macs and row.macs / 1e6, ".2f"),
+            _fmt(gflops, ".1f"),
+            _fmt(fraction, ".0%"),
+            _fmt(stats and stats.init_ms, ".1f"),
+            _fmt(stats and stats.first_invoke_ms, ".2f"),
+            _fmt(stats and stats.peak_rss_mb, ".0f"),
+            delegated,
+            _undelegated(stats),
+        ]
+        if len(threads) > 1:
+            efficiency = scaling_efficiency(row.latency) if row.latency else {}
+            line += [_fmt(efficiency.get(t), ".2f") for t in threads[1:]]
+        cells.append(line)
+    return headers, cells
+
+
+def format_lab_table(results: Results, fmt: str = "github") -> str:
+    headers, cells = lab_table(results)
+    return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def lab_notes(results: Results) -> list[str]:
+    """What the machine could do, in words: the matmul peak per thread count and the CPU's int8 support."""
+    env = results.environment
+    lines = []
+    for t, entry in sorted((env.get("peak") or {}).items(), key=lambda kv: int(kv[0])):
+        if entry.get("peak_gflops"):
+            lines.append(f"- float32 peak at {t} thread(s): {entry['peak_gflops']:.1f} GFLOP/s ({entry['method']}).")
+        else:
+            lines.append(f"- float32 peak at {t} thread(s): not measured ({entry.get('error', 'unknown')}).")
+    note = (env.get("cpu_features") or {}).get("note")
+    if note:
+        lines.append(f"- {note}")
+    return lines
+
+
 def flat_rows(results: Results) -> list[dict]:
     """Rows as flat dicts (latency spread into latency_<t>t_<stat> keys), for CSV."""
     flat = []
@@ -178,6 +271,20 @@ def to_markdown(results: Results) -> str:
         + "speed-up is fp32's median divided by the row's (above 1 is faster).",
         "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "
         + "recipe that cannot apply to this model, and its note says why.",
+        "",
+        "## Latency lab: what explains each latency",
+        "",
+        format_lab_table(results, "github"),
+        "",
+        "- MMACs: millions of multiply-accumulates per invoke, counted from the .tflite graph (convolutions, "
+        + "fully-connected layers and matmuls). GFLOP/s = 2 x MACs / median latency; roofline is that as a "
+        + "share of this machine's float32 matrix-multiply peak at the same thread count. A low share means "
+        + "the time goes to overhead, memory or kernels that do not vectorize, not to arithmetic.",
+        "- init ms: building the interpreter and applying XNNPACK; first invoke ms: the first call, before "
+        + "warm-up; peak RSS MB: the measuring process's peak memory (about 40 MB of it is Python and LiteRT).",
+        "- XNNPACK ops: ops the XNNPACK delegate took, of all ops in the graph; the others run on LiteRT's "
+        + "default (reference or optimized builtin) kernels, usually slower, and every hand-off costs time.",
+        *lab_notes(results),
     ]
     for name in sorted({r.metric_name for r in results.rows if r.metric_name}):
         metric = tasks.metric(name)

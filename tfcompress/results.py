@@ -26,8 +26,10 @@ class Row:
 
     Sizes are of the .tflite file; ``metric`` is computed by running that file
     in the interpreter on the whole test split; ``agreement`` is the fraction
-    of test examples whose top-1 equals the fp32 model's. ``extras`` holds
-    recipe-specific fields, written flat into the row's JSON.
+    of test examples whose top-1 equals the fp32 model's. ``macs`` are the
+    multiply-accumulates of one invoke, counted from the .tflite graph
+    (tfcompress.macs). ``extras`` holds recipe-specific fields, written flat
+    into the row's JSON.
     """
 
     task: str
@@ -40,6 +42,7 @@ class Row:
     gzip_bytes: int | None = None
     params: int | None = None
     bytes_per_param: float | None = None
+    macs: int | None = None
     metric_name: str | None = None
     metric: float | None = None
     agreement: float | None = None

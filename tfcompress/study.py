@@ -8,6 +8,7 @@ call it too, or use the pieces (``convert``, ``run_tflite``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import importlib
@@ -26,9 +27,11 @@ from tfcompress import (
     catalog,  # noqa: F401  (registers every recipe)
     graph,
     isolation,
+    peak,
     tasks,
 )
 from tfcompress import data as data_lib
+from tfcompress import macs as macs_lib
 from tfcompress import models as models_lib
 from tfcompress import recipes as recipes_lib
 from tfcompress import report as report_lib
@@ -69,6 +72,12 @@ class StudyConfig:
       sparsity, pruning_schedule, clusters, centroid_init, finetune_epochs,
         finetune_learning_rate: defaults of the training-time recipes'
         parameters (a recipe spec can override them, e.g. 'prune:0.9').
+      keep_fraction, channel_criterion: defaults of channel_prune (and of
+        distill's default student): the fraction of each conv's filters kept,
+        ranked by 'l1' kernel norm or 'bn_gamma'.
+      temperature, distill_alpha, student: distill's softening temperature,
+        weight of the teacher's soft targets, and student model file ('' for
+        the teacher narrowed to keep_fraction).
       sparse_tflite: also convert training-time results with the converter's
         EXPERIMENTAL_SPARSITY and report that file's size.
       cache_dir: where trained built-in models are kept; default OUTPUT_DIR/models.
@@ -125,6 +134,11 @@ class StudyConfig:
     adapt_text_file: str | None = None
     lora_rank: int = 8
     rank_fraction: float = 0.25
+    keep_fraction: float = 0.5
+    channel_criterion: str = "l1"
+    temperature: float = 4.0
+    distill_alpha: float = 0.5
+    student: str = ""
 
     # Fields that change how a study runs or where it writes, but not its rows. (The recipe list is not
     # hashed either: rows are matched by recipe, so a resumed study may add recipes.)
@@ -146,6 +160,11 @@ class StudyConfig:
             "centroid_init",
             "finetune_epochs",
             "finetune_learning_rate",
+            "keep_fraction",
+            "channel_criterion",
+            "temperature",
+            "distill_alpha",
+            "student",
         )
         # Recipe parameters whose flag names differ from the parameter's: --lora_rank sets lora's rank.
         return {k: getattr(self, k) for k in keys} | {"rank": self.lora_rank, "rank_fraction": self.rank_fraction}
@@ -194,8 +213,14 @@ class StudyConfig:
         return d
 
 
-def environment() -> dict:
-    """Versions and machine facts recorded with every study."""
+def environment(peak_threads: tuple[int, ...] = ()) -> dict:
+    """Versions and machine facts recorded with every study.
+
+    Args:
+      peak_threads: thread counts at which to measure this machine's float32
+        matrix-multiply peak (tfcompress.peak, half a second each), the
+        denominator of the report's roofline column; empty: not measured.
+    """
 
     def version(pkg):
         try:
@@ -209,7 +234,7 @@ def environment() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {
+    env = {
         "python": platform.python_version(),
         "tensorflow": version("tensorflow") or version("tensorflow-cpu"),
         "tf_keras": version("tf-keras"),
@@ -221,6 +246,19 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
+    if peak_threads:
+        env["cpu_features"] = peak.cpu_features()
+        env["peak"] = {str(t): _peak(t) for t in sorted(set(peak_threads))}
+    return env
+
+
+@functools.cache
+def _peak(threads: int) -> dict:
+    """The matmul peak at a thread count, measured once per process (half a second)."""
+    try:
+        return peak.measure_peak_gflops(threads, seconds=0.5)
+    except peak.PeakError as e:
+        return {"peak_gflops": None, "threads": threads, "error": str(e)}
 
 
 def prepare_output_dir(path: str) -> str:
@@ -273,6 +311,8 @@ def builtin_model(config: StudyConfig, dataset: data_lib.Dataset | None = None, 
 
     task = tasks.get(config.task)
     dataset = dataset if dataset is not None else task.load_data(config)
+    if task.caches_own_model:  # its model is another cache entry (lora: the language model; generative: the VAE)
+        return task.build(config, dataset, verbose)
     path = os.path.join(cache_dir(config), task.cache_name(config.model, dataset, config) + ".keras")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False, safe_mode=True), True
@@ -326,6 +366,7 @@ def _measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config:
     row.size_bytes = len(tflite)
     row.gzip_bytes = len(gzip.compress(tflite, compresslevel=9))
     row.bytes_per_param = row.size_bytes / row.params if row.params else None
+    row.macs = macs_lib.tflite_macs(tflite)
     task = tasks.get(config.task)
     score = task.score(run_tflite(tflite, dataset.x_test), dataset)
     row.metric_name = task.metric.name
@@ -503,7 +544,8 @@ def run(config: StudyConfig, progress: Callable[[str], None] | None = None) -> R
     pipelines = config.pipelines()
     prepare_output_dir(config.output_dir)
     prepared = _prepare(config, progress, verbose)
-    results = Results(config=config.to_dict() | {"config_hash": config.config_hash()}, environment=environment())
+    config_dict = config.to_dict() | {"config_hash": config.config_hash()}
+    results = Results(config=config_dict, environment=environment(config.threads))
     results_path = os.path.join(config.output_dir, "results.json")
     finished = _finished_rows(config, results_path, progress) if config.resume else {}
     fp32_top1, fp32_top1_path = None, None
