@@ -135,6 +135,7 @@ def test_scaling_efficiency_without_one_thread_is_relative_to_the_fewest():
 def test_roofline_counts_two_flops_per_mac():
     gflops, fraction = peak.roofline(macs=1_000_000_000, median_ms=10.0, peak_gflops=400.0)
     assert gflops == pytest.approx(200.0) and fraction == pytest.approx(0.5)
+    assert peak.roofline(1_000_000_000, 10.0, None) == (pytest.approx(200.0), None)  # no peak: the rate alone
     with pytest.raises(ValueError, match="median_ms"):
         peak.roofline(1, 0.0, 1.0)
 

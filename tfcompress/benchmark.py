@@ -42,7 +42,7 @@ class LatencyStats:
     Attributes:
       init_ms: Interpreter construction plus allocate_tensors(), which applies XNNPACK.
       first_invoke_ms: the first invoke(), timed on its own before the warm-up runs.
-      peak_rss_mb: the measuring process's peak resident memory (about 40 MB of it is Python and LiteRT).
+      peak_rss_mb: the measuring process's peak resident memory (about 45 MB of it is Python and LiteRT).
       delegated_ops: how many of the graph's ``total_ops`` ops XNNPACK runs.
       total_ops: the ops of the model's main subgraph.
       undelegated: op name -> count of the ops left to LiteRT's builtin kernels.

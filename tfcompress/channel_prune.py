@@ -36,6 +36,7 @@ import numpy as np
 from tfcompress import models, recipes
 from tfcompress._keras import keras
 from tfcompress.finetune import FinetuneParams, finetune
+from tfcompress.macs import keras_macs
 from tfcompress.recipes import Kind, NotApplicable, Recipe, RecipeContext, Transformed
 
 CRITERIA = ("l1", "bn_gamma")
@@ -338,24 +339,6 @@ def filter_widths(original: keras.Model, pruned: keras.Model) -> dict[str, list[
     return {name: [before, after[name]] for name, before in conv_filters(original).items()}
 
 
-def count_macs(model: keras.Model) -> int:
-    """Multiply-adds of one example through the model's Conv2D, DepthwiseConv2D and Dense layers."""
-    total = 0
-    for layer in model.layers:
-        cls = type(layer)
-        if cls is _L.Conv2D:
-            out = layer.output_shape
-            kh, kw = layer.kernel_size
-            total += out[1] * out[2] * kh * kw * (layer.input_shape[-1] // layer.groups) * out[3]
-        elif cls is _L.DepthwiseConv2D:
-            out = layer.output_shape
-            kh, kw = layer.kernel_size
-            total += out[1] * out[2] * kh * kw * out[3]
-        elif cls is _L.Dense:
-            total += math.prod(layer.input_shape[1:]) * layer.units
-    return int(total)
-
-
 def channel_prune(model: keras.Model, context: RecipeContext, params: ChannelPruneParams) -> Transformed:
     """Removes filters (see prune_channels), then fine-tunes the narrower model."""
     pruned = prune_channels(model, params.keep_fraction, params.channel_criterion)
@@ -364,7 +347,7 @@ def channel_prune(model: keras.Model, context: RecipeContext, params: ChannelPru
     extras = {
         "finetune_s": seconds,
         "kept_filters": sum(after for _, after in widths) / sum(before for before, _ in widths),
-        "macs_fraction": count_macs(pruned) / count_macs(model),
+        "macs_fraction": keras_macs(pruned) / keras_macs(model),
         # "params" replaces the baseline's count in the row (and so bytes_per_param).
         "params": int(pruned.count_params()),
     }

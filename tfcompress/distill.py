@@ -31,6 +31,7 @@ from tfcompress import models, recipes
 from tfcompress._keras import keras, tf
 from tfcompress.channel_prune import prune_channels
 from tfcompress.data import Dataset
+from tfcompress.evaluate import accuracy, top1
 from tfcompress.finetune import FinetuneParams
 from tfcompress.recipes import Kind, NotApplicable, Recipe, RecipeContext, Transformed
 
@@ -108,8 +109,7 @@ def teacher_logits(teacher: keras.Model, x: np.ndarray) -> np.ndarray:
 
 def keras_accuracy(model: keras.Model, dataset: Dataset) -> float:
     """Top-1 accuracy of the Keras model on the test split."""
-    predictions = np.argmax(models.predict_logits(model, dataset.x_test), axis=-1)
-    return float(np.mean(predictions == dataset.y_test))
+    return accuracy(top1(models.predict_logits(model, dataset.x_test)), dataset.y_test)
 
 
 def _fit(student, dataset, targets, params: DistillParams, alpha: float, seed: int, batch_size: int, verbose: int):

@@ -92,18 +92,19 @@ def measure_peak_gflops(
     }
 
 
-def roofline(macs: int, median_ms: float, peak_gflops: float) -> tuple[float, float]:
+def roofline(macs: int, median_ms: float, peak_gflops: float | None) -> tuple[float, float | None]:
     """(achieved GFLOP/s, fraction of ``peak_gflops``), counting one MAC as 2 flops.
 
     Achieved GFLOP/s = 2 * macs / (median_ms * 1e-3) / 1e9. A fraction near 1 means compute-bound at
-    the float32 peak; far below it means overhead, memory or kernels that do not vectorize well.
+    the float32 peak; far below it means overhead, memory or kernels that do not vectorize well. The
+    fraction is None when the peak was not measured (``peak_gflops`` None).
     """
     if median_ms <= 0:
         raise ValueError(f"median_ms must be > 0, got {median_ms}.")
-    if peak_gflops <= 0:
+    if peak_gflops is not None and peak_gflops <= 0:
         raise ValueError(f"peak_gflops must be > 0, got {peak_gflops}.")
     gflops = 2.0 * macs / (median_ms * 1e-3) / 1e9
-    return gflops, gflops / peak_gflops
+    return gflops, (gflops / peak_gflops if peak_gflops else None)
 
 
 # /proc/cpuinfo flag -> what it means for a compressed model's speed.

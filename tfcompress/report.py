@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from tfcompress import tasks
 from tfcompress.benchmark import scaling_efficiency
+from tfcompress.peak import roofline
 from tfcompress.results import Results, Row, write_atomic
 
 TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
@@ -180,8 +181,7 @@ def lab_table(results: Results) -> tuple[list[str], list[list[str]]]:
         stats = row.latency_at(t0)
         gflops = fraction = None
         if row.macs and stats and stats.median_ms > 0:
-            gflops = 2.0 * row.macs / (stats.median_ms * 1e-3) / 1e9
-            fraction = gflops / peak if peak else None
+            gflops, fraction = roofline(row.macs, stats.median_ms, peak)
         delegated = f"{stats.delegated_ops}/{stats.total_ops}" if stats and stats.delegated_ops is not None else ""
         line = ([row.model] if multi_model else []) + [
             row.recipe,
@@ -281,7 +281,7 @@ def to_markdown(results: Results) -> str:
         + "share of this machine's float32 matrix-multiply peak at the same thread count. A low share means "
         + "the time goes to overhead, memory or kernels that do not vectorize, not to arithmetic.",
         "- init ms: building the interpreter and applying XNNPACK; first invoke ms: the first call, before "
-        + "warm-up; peak RSS MB: the measuring process's peak memory (about 40 MB of it is Python and LiteRT).",
+        + "warm-up; peak RSS MB: the measuring process's peak memory (about 45 MB of it is Python and LiteRT).",
         "- XNNPACK ops: ops the XNNPACK delegate took, of all ops in the graph; the others run on LiteRT's "
         + "default (reference or optimized builtin) kernels, usually slower, and every hand-off costs time.",
         *lab_notes(results),

@@ -213,13 +213,15 @@ class StudyConfig:
         return d
 
 
-def environment(peak_threads: tuple[int, ...] = ()) -> dict:
+def environment(peak_threads: tuple[int, ...] = (), peak_seconds: float = 0.5) -> dict:
     """Versions and machine facts recorded with every study.
 
     Args:
       peak_threads: thread counts at which to measure this machine's float32
-        matrix-multiply peak (tfcompress.peak, half a second each), the
-        denominator of the report's roofline column; empty: not measured.
+        matrix-multiply peak (tfcompress.peak), the denominator of the
+        report's roofline column; empty: not measured (nor the CPU features).
+      peak_seconds: how long each peak measurement runs. A thread count and
+        duration are measured once per process.
     """
 
     def version(pkg):
@@ -248,15 +250,15 @@ def environment(peak_threads: tuple[int, ...] = ()) -> dict:
     }
     if peak_threads:
         env["cpu_features"] = peak.cpu_features()
-        env["peak"] = {str(t): _peak(t) for t in sorted(set(peak_threads))}
+        env["peak"] = {str(t): _peak(t, peak_seconds) for t in sorted(set(peak_threads))}
     return env
 
 
 @functools.cache
-def _peak(threads: int) -> dict:
-    """The matmul peak at a thread count, measured once per process (half a second)."""
+def _peak(threads: int, seconds: float) -> dict:
+    """The matmul peak at a thread count, measured once per process."""
     try:
-        return peak.measure_peak_gflops(threads, seconds=0.5)
+        return peak.measure_peak_gflops(threads, seconds)
     except peak.PeakError as e:
         return {"peak_gflops": None, "threads": threads, "error": str(e)}
 

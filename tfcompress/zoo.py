@@ -101,17 +101,9 @@ def calibration_inputs(samples: int, resolution: int, seed: int = 0) -> np.ndarr
 
 def environment(threads: tuple[int, ...] = (1,), peak_seconds: float = 1.0) -> dict:
     """The study's machine facts, this CPU's instruction sets, and the float32 matmul peak per thread count."""
-    from tfcompress.study import environment as study_environment
+    from tfcompress import study
 
-    env = study_environment()
-    env["cpu_features"] = peak.cpu_features()
-    env["peak"] = {}
-    for t in sorted(set(threads)):
-        try:
-            env["peak"][str(t)] = peak.measure_peak_gflops(t, peak_seconds)
-        except peak.PeakError as e:
-            env["peak"][str(t)] = {"peak_gflops": None, "threads": t, "error": str(e)}
-    return env
+    return study.environment(tuple(threads), peak_seconds)
 
 
 def size_breakdown(tflite: bytes) -> dict:
@@ -165,7 +157,7 @@ def _measure_rows(path: str, base: dict, config: ZooConfig, peaks: dict) -> list
         row["latency"] = stats.to_dict()
         row["median_ms"], row["p90_ms"] = stats.median_ms, stats.p90_ms
         peak_gflops = (peaks.get(str(t)) or {}).get("peak_gflops")
-        if row["macs"] and peak_gflops:
+        if row["macs"]:
             row["gflops"], row["roofline_fraction"] = peak.roofline(row["macs"], stats.median_ms, peak_gflops)
         rows.append(row)
     measured = [benchmark.LatencyStats.from_dict(r["latency"]) for r in rows if r["latency"]]
