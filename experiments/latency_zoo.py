@@ -71,8 +71,9 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}; flags are written --name=value.", file=sys.stderr)
         return 2
-    from tfcompress import zoo  # after flag parsing, so --help does not wait for TensorFlow
-    from tfcompress.study import StudyError, prepare_output_dir
+    from tfcompress.study import zoo  # after flag parsing, so --help does not wait for TensorFlow
+    from tfcompress.study.cache import prepare_output_dir
+    from tfcompress.study.config import StudyError
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow logs every conversion at INFO

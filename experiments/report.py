@@ -7,7 +7,7 @@ import sys
 
 from absl import app, flags
 
-from tfcompress.report import TABLE_FORMATS
+from tfcompress.study.report import TABLE_FORMATS
 
 _RESULTS = flags.DEFINE_string("results", "runs/latest/results.json", "A study's results.json.")
 _FORMAT = flags.DEFINE_enum("format", "github", TABLE_FORMATS, "Table format (tabulate's names, or csv).")
@@ -15,7 +15,7 @@ _FORMAT = flags.DEFINE_enum("format", "github", TABLE_FORMATS, "Table format (ta
 
 def main(argv):
     del argv
-    from tfcompress import report, results
+    from tfcompress.study import report, results
 
     try:
         loaded = results.load(_RESULTS.value)

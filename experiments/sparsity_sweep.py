@@ -39,12 +39,12 @@ flags.register_validator("sparsities", _floats, message="--sparsities must be nu
 def main(argv):
     del argv
     import tfcompress as tfc
-    from tfcompress import sweep
+    from tfcompress.study import sweep
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
-        base = tfc.StudyConfig(
+        base = tfc.from_flat(
             model=_MODEL.value,
             dataset=_DATASET.value,
             data=_DATA.value,

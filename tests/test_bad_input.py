@@ -178,13 +178,14 @@ def test_paths_with_spaces_and_non_ascii_characters_work(capsys, tmp_path, files
 
 
 def test_names_cannot_lead_outside_the_output_dir(tmp_path):
-    from tfcompress import recipes
     from tfcompress.models import model_name
-    from tfcompress.study import StudyError, _inside
+    from tfcompress.recipes import RecipeError, parse
+    from tfcompress.study import StudyError
+    from tfcompress.study.cache import inside
 
     assert model_name("../../etc/passwd.keras") == "passwd"
     assert model_name("..keras") == "model"
-    with pytest.raises(recipes.RecipeError):
-        recipes.parse("../int8")
+    with pytest.raises(RecipeError):
+        parse("../int8")
     with pytest.raises(StudyError, match="outside the output directory"):
-        _inside(str(tmp_path), "..", "x.tflite")
+        inside(str(tmp_path), "..", "x.tflite")

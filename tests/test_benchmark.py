@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
-from tfcompress import benchmark, graph, peak, recipes
+from tfcompress import recipes
+from tfcompress.measure import latency as benchmark
+from tfcompress.measure import peak
+from tfcompress.measure import tflite_graph as graph
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def test_bad_arguments_are_refused(tflite_path, kwargs):
 def test_a_real_example_can_be_the_timed_input(tflite_path, digits, tmp_path):
     import numpy as np
 
-    from tfcompress.evaluate import as_input
+    from tfcompress.measure.evaluate import as_input
 
     sample = tmp_path / "x.npy"
     np.save(sample, as_input(digits.x_test[:1], tflite_path), allow_pickle=False)
@@ -77,7 +80,7 @@ def test_latency_reports_startup_memory_and_full_delegation_of_an_fp32_cnn(tflit
 def partly_delegated_model():
     """A float CNN with CUMSUM and TOPK_V2 in the middle, which XNNPACK does not take."""
     from tfcompress._keras import keras, tf
-    from tfcompress.convert import convert
+    from tfcompress.recipes.converter import convert
 
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)

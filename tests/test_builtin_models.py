@@ -5,7 +5,7 @@ import pytest
 
 from tfcompress import tasks
 from tfcompress.data import load_mnist5k
-from tfcompress.study import StudyConfig
+from tfcompress.study import from_flat
 
 # The input each built-in model is built for on mnist5k.
 INPUT_SHAPES = {"cnn": (28, 28, 1), "resnet_small": (28, 28, 1), "mobilenet_v2": (48, 48, 3)}
@@ -117,8 +117,8 @@ def test_mobilenet_v2_gets_the_digits_resized_to_48x48x3(mnist5k, tmp_path, monk
 
     monkeypatch.setattr(data_lib, "load_mnist5k", lambda seed=0: mnist5k)  # read the CSV once
     task = tasks.get("classification")
-    config = StudyConfig(model="mobilenet_v2", output_dir=str(tmp_path))
-    resized = task.load_data(config)
+    config = from_flat(model="mobilenet_v2", output_dir=str(tmp_path))
+    resized = task.load_data(config.setup())
     assert resized.name == "mnist5k@48x48x3" and resized.input_shape == (48, 48, 3)
     assert resized.x_train.dtype == np.float32 and resized.x_test.shape == (len(mnist5k.x_test), 48, 48, 3)
     assert resized.x_train.min() >= 0.0 and resized.x_train.max() <= 1.0
@@ -132,9 +132,11 @@ def test_mobilenet_v2_gets_the_digits_resized_to_48x48x3(mnist5k, tmp_path, monk
     shrunk = tf.image.resize(resized.x_test[:100, ..., :1], (28, 28), antialias=True).numpy()
     assert np.corrcoef(shrunk.ravel(), mnist5k.x_test[:100].ravel())[0, 1] > 0.95
     # The other models get the digits as they are; the resized data trains its own cache entry.
-    as_is = task.load_data(StudyConfig(model="resnet_small", output_dir=str(tmp_path)))
+    as_is = task.load_data(from_flat(model="resnet_small", output_dir=str(tmp_path)).setup())
     assert as_is.name == "mnist5k" and as_is.input_shape == (28, 28, 1)
-    assert task.cache_name("mobilenet_v2", resized, config) != task.cache_name("mobilenet_v2", as_is, config)
+    assert task.cache_name("mobilenet_v2", resized, config.setup()) != task.cache_name(
+        "mobilenet_v2", as_is, config.setup()
+    )
 
 
 def _image_folder(root, size=(10, 12)):
@@ -151,9 +153,9 @@ def _image_folder(root, size=(10, 12)):
 def test_an_image_folder_is_read_at_its_own_size_for_cnn_and_at_48x48x3_for_mobilenet_v2(tmp_path):
     task = tasks.get("classification")
     folder = _image_folder(tmp_path / "images")
-    as_is = task.load_data(StudyConfig(model="cnn", data=folder, output_dir=str(tmp_path)))
+    as_is = task.load_data(from_flat(model="cnn", data=folder, output_dir=str(tmp_path)).setup())
     assert as_is.input_shape == (10, 12, 1) and as_is.num_classes == 2
-    for_mobilenet = task.load_data(StudyConfig(model="mobilenet_v2", data=folder, output_dir=str(tmp_path)))
+    for_mobilenet = task.load_data(from_flat(model="mobilenet_v2", data=folder, output_dir=str(tmp_path)).setup())
     assert for_mobilenet.input_shape == (48, 48, 3)
     np.testing.assert_array_equal(for_mobilenet.y_test, as_is.y_test)
 
@@ -172,8 +174,8 @@ def test_build_trains_the_named_model_on_the_data(monkeypatch, digits, name, bui
     built, trained = [], []
     monkeypatch.setattr(models, builder, lambda *args, **kwargs: built.append((args, kwargs)) or name)
     monkeypatch.setattr(models, "train", lambda model, dataset, **kwargs: trained.append((model, dataset, kwargs)))
-    config = StudyConfig(model=name, dataset="digits", epochs=2, seed=5)
-    assert tasks.get("classification").build(config, digits, 0) == name
+    config = from_flat(model=name, dataset="digits", epochs=2, seed=5)
+    assert tasks.get("classification").build(config.setup(), digits, 0) == name
     assert built == [(((8, 8, 1), 10), {"seed": 5})]
     [(model, dataset, kwargs)] = trained
     assert model == name and dataset is digits
@@ -182,9 +184,9 @@ def test_build_trains_the_named_model_on_the_data(monkeypatch, digits, name, bui
 
 @pytest.mark.parametrize("name", ["resnet_small", "mobilenet_v2"])
 def test_fp32_tflite_agrees_with_keras(name, built):
-    from tfcompress.convert import Quantization, convert
-    from tfcompress.evaluate import run_tflite
+    from tfcompress.measure.evaluate import run_tflite
     from tfcompress.models import predict_logits
+    from tfcompress.recipes.converter import Quantization, convert
 
     model = built[name]
     x = np.random.default_rng(0).random((8, *INPUT_SHAPES[name]), dtype=np.float32)

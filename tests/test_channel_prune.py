@@ -5,14 +5,14 @@ import pytest
 
 from tfcompress import models, recipes
 from tfcompress._keras import keras
-from tfcompress.channel_prune import (
+from tfcompress.measure.macs import keras_macs
+from tfcompress.recipes.base import NotApplicable, RecipeContext
+from tfcompress.recipes.channel_prune import (
     ChannelPruneParams,
     conv_filters,
     filter_widths,
     prune_channels,
 )
-from tfcompress.macs import keras_macs
-from tfcompress.recipes import NotApplicable, RecipeContext
 
 L = keras.layers
 

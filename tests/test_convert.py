@@ -5,10 +5,11 @@ import gzip
 import numpy as np
 import pytest
 
-from tfcompress import graph, recipes
-from tfcompress.convert import Quantization, convert
-from tfcompress.evaluate import accuracy, run_tflite, top1
+from tfcompress import recipes
+from tfcompress.measure import tflite_graph as graph
+from tfcompress.measure.evaluate import accuracy, run_tflite, top1
 from tfcompress.models import predict_logits
+from tfcompress.recipes.converter import Quantization, convert
 
 _WEIGHTED_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfcompress import detection
+from tfcompress.tasks import detection, detector
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,10 @@ def test_wrong_labels_score_zero(sets):
 
 def test_targets_decode_back_to_the_ground_truth_boxes(sets):
     _, test = sets
-    target = detection.targets(test)
+    target = detector.targets(test)
     assert target.shape == (len(test.images), 16, 16, 10 + 5)
     assert target[..., -1].sum() == sum(len(b) for b in test.boxes)  # one center per box
-    perfect = detection.decode(target[..., :-1])  # the target without its mask is a perfect output
+    perfect = detector.decode(target[..., :-1])  # the target without its mask is a perfect output
     assert detection.coco_map(test, perfect) == {"map": 1.0, "map50": 1.0}
     np.testing.assert_allclose(np.sort(perfect[0][0], axis=0), np.sort(test.boxes[0], axis=0), atol=1e-4)
 
@@ -85,24 +85,24 @@ def test_decode_keeps_one_peak_per_blob_and_respects_threshold_and_top_k():
     outputs[0, 5, 5, 3] = 0.9  # one peak with lower neighbours: one detection
     outputs[0, 12, 12, 7] = 0.3
     outputs[0, 5, 5, 10:14] = [1.0, 2.0, 0.5, 0.5]  # 16 x 32 px box centred at (22, 22)
-    boxes, scores, labels = detection.decode(outputs)[0]
+    boxes, scores, labels = detector.decode(outputs)[0]
     np.testing.assert_allclose(scores, [0.9, 0.3])
     np.testing.assert_array_equal(labels, [3, 7])
     np.testing.assert_allclose(boxes[0], [14, 6, 30, 38])
-    assert len(detection.decode(outputs, score_threshold=0.5)[0][0]) == 1
-    assert len(detection.decode(outputs, max_detections=1)[0][0]) == 1
+    assert len(detector.decode(outputs, score_threshold=0.5)[0][0]) == 1
+    assert len(detector.decode(outputs, max_detections=1)[0][0]) == 1
 
 
 def test_decode_rejects_outputs_without_the_box_channels():
     with pytest.raises(ValueError, match=r"\(1, 16, 16, 4\)"):
-        detection.decode(np.zeros((1, 16, 16, 4)))
+        detector.decode(np.zeros((1, 16, 16, 4)))
 
 
 def test_detector_has_one_input_one_output_and_converts_to_a_matching_tflite(sets):
-    from tfcompress.convert import Quantization, convert
-    from tfcompress.evaluate import run_tflite
+    from tfcompress.measure.evaluate import run_tflite
+    from tfcompress.recipes.converter import Quantization, convert
 
-    model = detection.build_detector(canvas=64, num_classes=10, seed=0)
+    model = detector.build_detector(canvas=64, num_classes=10, seed=0)
     assert len(model.inputs) == 1 and len(model.outputs) == 1
     assert tuple(model.input_shape) == (None, 64, 64, 1)
     assert tuple(model.output_shape) == (None, 16, 16, 14)
@@ -113,20 +113,20 @@ def test_detector_has_one_input_one_output_and_converts_to_a_matching_tflite(set
 
 def test_build_detector_rejects_a_canvas_off_the_stride():
     with pytest.raises(ValueError, match="62"):
-        detection.build_detector(canvas=62)
+        detector.build_detector(canvas=62)
 
 
 def test_loss_is_small_for_a_perfect_output_and_counts_size_errors_per_object(sets):
-    target = detection.targets(sets[1])[:4]
+    target = detector.targets(sets[1])[:4]
     perfect_output = target[..., :-1]
-    loss = detection.DetectionLoss()
+    loss = detector.DetectionLoss()
     perfect = float(loss(target, perfect_output))
     assert perfect < 0.1  # the focal loss is not quite zero on the Gaussian slopes
     assert float(loss(target, np.full(perfect_output.shape, 0.5, np.float32))) > 10 * perfect
     wrong_size = perfect_output.copy()
     wrong_size[..., 10:12] += 0.25  # everywhere, but only object centers count: 2 sides x 0.25 per object
     assert float(loss(target, wrong_size)) == pytest.approx(perfect + 0.5, abs=1e-4)
-    again = detection.DetectionLoss.from_config(loss.get_config())
+    again = detector.DetectionLoss.from_config(loss.get_config())
     assert again.size_weight == loss.size_weight and again.beta == loss.beta
 
 
@@ -138,8 +138,8 @@ def test_briefly_trained_tiny_detector_finds_the_digits():
         return dataclasses.replace(s, labels=[np.zeros_like(lab) for lab in s.labels], num_classes=1)
 
     train, test = (one_class(s) for s in detection.load_mnist_detection(num_train=256, num_test=40, seed=0))
-    model = detection.build_detector(num_classes=1, seed=0, width=16)
-    untrained = detection.coco_map(test, detection.decode(model.predict(test.images, verbose=0)))["map50"]
-    detection.train_detector(model, detection.as_dataset(train, test), epochs=6, seed=0, batch_size=16)
-    trained = detection.coco_map(test, detection.decode(model.predict(test.images, verbose=0)))["map50"]
+    model = detector.build_detector(num_classes=1, seed=0, width=16)
+    untrained = detection.coco_map(test, detector.decode(model.predict(test.images, verbose=0)))["map50"]
+    detector.train_detector(model, detector.as_dataset(train, test), epochs=6, seed=0, batch_size=16)
+    trained = detection.coco_map(test, detector.decode(model.predict(test.images, verbose=0)))["map50"]
     assert untrained < 0.05 and trained > 0.4  # measured 0.001 and 0.68

@@ -5,10 +5,10 @@ import pytest
 
 from tfcompress import models, recipes
 from tfcompress._keras import keras
-from tfcompress.channel_prune import conv_filters
 from tfcompress.data import Dataset
-from tfcompress.distill import DistillationLoss, DistillParams, compare_with_labels_only, teacher_logits
-from tfcompress.recipes import NotApplicable, RecipeContext
+from tfcompress.recipes.base import NotApplicable, RecipeContext
+from tfcompress.recipes.channel_prune import conv_filters
+from tfcompress.recipes.distill import DistillationLoss, DistillParams, compare_with_labels_only, teacher_logits
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tfcompress import generative
 from tfcompress.data import Dataset, check_fits, load_mnist5k
+from tfcompress.tasks import generative
 
 LATENT_DIM = 8
 
@@ -72,8 +72,8 @@ def test_trained_vae_beats_mean_image_baseline(vae, small_mnist):
 
 @pytest.mark.parametrize("mode, tolerance_db", [("fp32", 0.1), ("float16", 0.1), ("dynamic_range", 0.1), ("int8", 0.5)])
 def test_decoder_tflite_psnr_matches_keras(vae, small_mnist, mode, tolerance_db):
-    from tfcompress.convert import Quantization, convert
-    from tfcompress.evaluate import run_tflite
+    from tfcompress.measure.evaluate import run_tflite
+    from tfcompress.recipes.converter import Quantization, convert
 
     encoder, decoder = vae
     train_codes = generative.latents(encoder, small_mnist.x_train[:200])
@@ -108,8 +108,8 @@ def test_tfmot_prunes_and_quantization_aware_trains_the_decoder(vae, small_mnist
 
     from tfcompress import models
     from tfcompress._keras import keras
-    from tfcompress.convert import Quantization, convert
-    from tfcompress.evaluate import run_tflite
+    from tfcompress.measure.evaluate import run_tflite
+    from tfcompress.recipes.converter import Quantization, convert
 
     encoder, decoder = vae
     codes = generative.latents(encoder, small_mnist.x_test[:64])

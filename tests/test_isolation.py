@@ -11,15 +11,15 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tfcompress.results import Status
-from tfcompress.study import StudyConfig, run
+from tfcompress.study import from_flat, run
+from tfcompress.study.results import Status
 
 PLUGINS = ("tests.plugin_recipes",)
 
 
 def _config(tmp_path, **kwargs):
     defaults = dict(dataset="digits", epochs=1, num_runs=3, warmup_runs=0, plugins=PLUGINS, isolate=True)
-    return StudyConfig(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
+    return from_flat(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
 
 
 def test_a_native_abort_is_a_failed_row_and_the_study_goes_on(tmp_path):

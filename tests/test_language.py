@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tfcompress import language
-from tfcompress.convert import Quantization, convert
 from tfcompress.models import train
+from tfcompress.recipes.converter import Quantization, convert
+from tfcompress.tasks import language
 
 
 @pytest.fixture(scope="module")

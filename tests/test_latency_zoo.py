@@ -8,8 +8,8 @@ import os
 import pytest
 
 from tests.conftest import ROOT, run_module
-from tfcompress import zoo
-from tfcompress.convert import Quantization
+from tfcompress.recipes.converter import Quantization
+from tfcompress.study import zoo
 
 # A made-up environment: the peak microbenchmark has its own test.
 ENV = {"cpu_features": {"model_name": "test", "note": "no VNNI"}, "peak": {"1": {"peak_gflops": 50.0, "method": "x"}}}
@@ -72,7 +72,9 @@ def test_a_failed_conversion_is_a_row_not_a_crash(tmp_path, monkeypatch):
             raise RuntimeError("converter said no")
         return real(model, mode, calibration)
 
-    convert_module = importlib.import_module("tfcompress.convert")  # the package re-exports convert() by that name
+    convert_module = importlib.import_module(
+        "tfcompress.recipes.converter"
+    )  # the package re-exports convert() by that name
     real = convert_module.convert
     monkeypatch.setattr(zoo, "build_model", _tiny_application)
     monkeypatch.setattr(convert_module, "convert", refuse)

@@ -3,13 +3,16 @@
 import numpy as np
 import pytest
 
-from tfcompress import language, lora, recipes
+from tfcompress import recipes
 from tfcompress._keras import keras
-from tfcompress.evaluate import run_tflite
-from tfcompress.finetune import finetune
-from tfcompress.lora import LoraAdapter, LoraMultiHeadAttention, LoraParams, add_adapters, merge
+from tfcompress.measure.evaluate import run_tflite
 from tfcompress.models import predict_logits
-from tfcompress.recipes import NotApplicable, RecipeContext
+from tfcompress.recipes import finetune as finetune_recipe
+from tfcompress.recipes import lora
+from tfcompress.recipes.base import NotApplicable, RecipeContext
+from tfcompress.recipes.lora import LoraAdapter, LoraMultiHeadAttention, LoraParams, add_adapters, merge
+from tfcompress.recipes.training import finetune
+from tfcompress.tasks import adaptation, language
 
 CONTEXT, DIM, HEADS = 16, 32, 2
 
@@ -17,9 +20,9 @@ CONTEXT, DIM, HEADS = 16, 32, 2
 @pytest.fixture(scope="module")
 def text():
     """A little real text: the start of the adaptation corpus, in its own vocabulary."""
-    chars = lora.default_adapt_text()[:6000]
+    chars = adaptation.default_adapt_text()[:6000]
     vocab = "".join(sorted(set(chars)))
-    return lora.adapt_data(vocab, chars, valid_fraction=0.2)
+    return adaptation.adapt_data(vocab, chars, valid_fraction=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,7 @@ def test_lora_recipe_adapts_the_model_and_exports(base, text, context):
 
 def test_finetune_trains_every_weight_of_a_copy(base, context):
     before = [w.copy() for w in base.get_weights()]
-    result = lora.full_finetune(base, context, lora.FinetuneParams(finetune_epochs=1))
+    result = finetune_recipe.full_finetune(base, context, lora.FinetuneParams(finetune_epochs=1))
     assert result.extras["trainable_fraction"] == 1.0
     for new, old in zip(result.model.get_weights(), base.get_weights(), strict=True):
         assert not np.array_equal(new, old)
@@ -160,17 +163,17 @@ def test_bad_params_are_refused(spec, message):
 
 
 def test_encode_keeps_the_base_vocabulary():
-    ids = lora.encode("abz\u00e9", "abc")
+    ids = adaptation.encode("abz\u00e9", "abc")
     np.testing.assert_array_equal(ids, [1, 2, 0, 0])  # unknown characters are id 0, as in language.load_text
-    text = lora.default_adapt_text()
+    text = adaptation.default_adapt_text()
     assert 250_000 < len(text) < 400_000
     assert all(f"class {name}" in text for name in ("ArgumentParser", "SequenceMatcher", "TextWrapper"))
-    assert text == lora.default_adapt_text()
+    assert text == adaptation.default_adapt_text()
 
 
 def test_adaptation_data_splits_by_position_in_the_given_vocabulary():
-    data = lora.adapt_data("abc", "abcx" * 150)
+    data = adaptation.adapt_data("abc", "abcx" * 150)
     assert (len(data.train), len(data.valid), data.vocab_size) == (540, 60, 4)
     np.testing.assert_array_equal(data.valid[:4], [1, 2, 3, 0])
     with pytest.raises(ValueError, match="valid_fraction must be in \\(0, 1\\), got 1.5"):
-        lora.adapt_data("abc", "abc" * 100, valid_fraction=1.5)
+        adaptation.adapt_data("abc", "abc" * 100, valid_fraction=1.5)

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from tfcompress import graph, recipes
+from tfcompress import recipes
 from tfcompress._keras import keras
-from tfcompress.evaluate import accuracy, run_tflite, top1
-from tfcompress.lowrank import LowRankDense, LowRankParams, factorize
+from tfcompress.measure import tflite_graph as graph
+from tfcompress.measure.evaluate import accuracy, run_tflite, top1
 from tfcompress.models import predict_logits, train
-from tfcompress.recipes import NotApplicable, RecipeContext
+from tfcompress.recipes.base import NotApplicable, RecipeContext
+from tfcompress.recipes.lowrank import LowRankDense, LowRankParams, factorize
 
 
 @pytest.fixture(scope="module")

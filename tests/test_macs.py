@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tfcompress import macs
-from tfcompress.convert import Quantization, convert
-from tfcompress.graph import OpInfo, TensorInfo
+from tfcompress.measure import macs
+from tfcompress.measure.tflite_graph import OpInfo, TensorInfo
+from tfcompress.recipes.converter import Quantization, convert
 
 # Input 8x8x1 -> Conv2D(4, 3x3, valid) 6x6x4 -> DepthwiseConv2D(3x3, same) 6x6x4
 # -> Conv2DTranspose(2, 2x2, stride 2) 12x12x2 -> Flatten 288 -> Dense(5).

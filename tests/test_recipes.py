@@ -2,12 +2,13 @@
 
 import pytest
 
-from tfcompress import catalog, recipes  # noqa: F401  (catalog registers every recipe)
-from tfcompress.recipes import RecipeError
+from tfcompress import recipes
+from tfcompress import recipes as catalog  # noqa: F401  (catalog registers every recipe)
+from tfcompress.recipes.base import RecipeError
 
 
 def _stages(spec, defaults=None):
-    return [s.to_dict() for s in recipes.parse(spec, defaults).stages]
+    return [s.to_dict() for s in recipes.parse(spec, recipes.spread(defaults or {})).stages]
 
 
 def test_a_bare_value_sets_the_main_parameter_and_the_default_export_follows():

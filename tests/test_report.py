@@ -2,9 +2,9 @@
 
 import pytest
 
-from tfcompress import report, results
-from tfcompress.benchmark import LatencyStats
-from tfcompress.results import Results, Row, Status
+from tfcompress.measure.latency import LatencyStats
+from tfcompress.study import report, results
+from tfcompress.study.results import Results, Row, Status
 
 
 def _results():

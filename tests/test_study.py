@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from tfcompress import benchmark, macs
-from tfcompress.results import Status
-from tfcompress.study import StudyConfig, StudyError, run
+from tfcompress.measure import latency as benchmark
+from tfcompress.measure import macs
+from tfcompress.study import StudyError, from_flat, run
+from tfcompress.study.results import Status
 
 
 def _config(tmp_path, **kwargs):
@@ -22,7 +23,7 @@ def _config(tmp_path, **kwargs):
         warmup_runs=1,
         isolate=False,  # in-process, so monkeypatched helpers apply; tests/test_isolation.py covers isolation
     )
-    return StudyConfig(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
+    return from_flat(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
     output_file = tmp_path / "file"
     output_file.write_text("x")
     with pytest.raises(StudyError, match="is a file"):
-        run(StudyConfig(output_dir=str(output_file)))
+        run(from_flat(output_dir=str(output_file)))
 
 
 def test_data_that_does_not_fit_the_model_names_both_shapes(tmp_path, tiny_cnn):
@@ -149,7 +150,7 @@ def test_data_that_does_not_fit_the_model_names_both_shapes(tmp_path, tiny_cnn):
     from tfcompress.data import DataError
 
     with pytest.raises(DataError, match=r"shape \(28, 28, 1\) but the model takes \(8, 8, 1\)"):
-        run(StudyConfig(model=str(model_path), data=str(tmp_path / "wrong.npz"), output_dir=str(tmp_path / "o")))
+        run(from_flat(model=str(model_path), data=str(tmp_path / "wrong.npz"), output_dir=str(tmp_path / "o")))
     assert not (tmp_path / "o" / "results.json").exists()
 
 
@@ -198,7 +199,7 @@ def test_fail_fast_stops_at_the_first_failed_row(tmp_path, monkeypatch):
 
 
 def test_language_task_reports_bits_per_char_measured_on_the_tflite(tmp_path):
-    from tfcompress import language
+    from tfcompress.tasks import language
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(language.default_text()[:12_000], encoding="utf-8")

@@ -2,15 +2,18 @@
 
 import pytest
 
-from tfcompress import overview, tasks
-from tfcompress.benchmark import LatencyStats
-from tfcompress.results import Results, Row, Status
+from tfcompress import tasks
+from tfcompress.measure.latency import LatencyStats
+from tfcompress.study import overview
+from tfcompress.study.results import Results, Row, Status
 
 
 def test_the_task_flag_lists_every_registered_task():
-    import experiments.study as script
+    from absl import flags
 
-    assert sorted(script.TASKS) == sorted(tasks.names())
+    import experiments.study  # noqa: F401  (defines the flags)
+
+    assert sorted(flags.FLAGS["task"].parser.enum_values) == sorted([*tasks.names(), "all"])
     assert set(overview.ALL_TASKS) == set(tasks.names())
 
 
@@ -85,18 +88,19 @@ def test_lower_is_better_metrics_pick_the_lowest(monkeypatch):
 
 def test_run_all_runs_every_task_and_writes_one_report(tmp_path, monkeypatch):
     from tfcompress import study
+    from tfcompress.study import runner
 
     seen = []
 
     def fake_run(config, progress=None):
-        seen.append((config.task, config.model, config.output_dir, config.cache_dir))
+        seen.append((config.task, config.model, config.output_dir, config.run.cache_dir))
         if config.task == "generative":
             raise study.StudyError("no data")
         metric = tasks.get(config.task).metric.name
         return Results({}, {}, [_row("fp32", 1000, 0.5, 1.0, metric_name=metric)])
 
-    monkeypatch.setattr(study, "run", fake_run)
-    config = study.StudyConfig(output_dir=str(tmp_path / "all"), recipes=("fp32",))
+    monkeypatch.setattr(runner, "run", fake_run)
+    config = study.from_flat(output_dir=str(tmp_path / "all"), recipes=("fp32",))
     outcomes = overview.run_all(config)
     assert [o.task for o in outcomes] == list(overview.ALL_TASKS)
     assert [task for task, *_ in seen] == list(overview.ALL_TASKS)
@@ -119,14 +123,14 @@ def test_task_all_refuses_a_model_or_recipes(capsys):
 
 
 def _study(tmp_path, **kwargs):
-    from tfcompress.study import StudyConfig, run
+    from tfcompress.study import from_flat, run
 
     defaults = dict(epochs=1, num_runs=3, warmup_runs=1, isolate=False, output_dir=str(tmp_path / "out"))
-    return run(StudyConfig(**(defaults | kwargs)))
+    return run(from_flat(**(defaults | kwargs)))
 
 
 def test_detection_task_scores_coco_map_on_each_tflite(tmp_path, monkeypatch):
-    from tfcompress import detection
+    from tfcompress.tasks import detection
 
     small = detection.load_mnist_detection(num_train=300, num_test=60, canvas=64, seed=0)
     monkeypatch.setattr(detection, "load_mnist_detection", lambda **_: small)
@@ -152,21 +156,23 @@ def test_generative_task_measures_the_tflite_decoder(tmp_path):
     assert any(name.startswith("vae-") for name in cache) and any(name.startswith("cnn-mnist5k") for name in cache)
     assert not any(name.startswith("vae_decoder") for name in cache)  # the VAE's own entry is not stored twice
     # The judge of sample quality reads real digits: "decoding" to the true images scores its test accuracy.
-    from tfcompress.study import StudyConfig
+    from tfcompress.study import from_flat
+    from tfcompress.study.cache import ModelCache
 
     task = tasks.get("generative")
-    dataset = task.load_data(StudyConfig(task="generative", epochs=1, output_dir=str(tmp_path / "out")))
+    config = from_flat(task="generative", epochs=1, output_dir=str(tmp_path / "out"))
+    dataset = task.load_data(config.setup(ModelCache(str(tmp_path / "out" / "models"))))
     perfect = task.score(dataset.y_test, dataset)
     assert perfect.metric == float("inf") and perfect.extras["sample_accuracy"] > 0.7
 
 
 def test_lora_task_adapts_the_pretrained_language_model(tmp_path):
-    from tfcompress import language, lora
+    from tfcompress.tasks import adaptation, language
 
     assert tasks.get("lora").default_recipes[:2] == ("fp32", "lora")  # fp32 is the frozen base
     source, target = tmp_path / "source.txt", tmp_path / "target.txt"
     source.write_text(language.default_text()[:12_000], encoding="utf-8")
-    target.write_text(lora.default_adapt_text()[:8_000], encoding="utf-8")
+    target.write_text(adaptation.default_adapt_text()[:8_000], encoding="utf-8")
     results = _study(tmp_path, task="lora", text_file=str(source), adapt_text_file=str(target), context=16,
                      finetune_epochs=3, finetune_learning_rate=3e-3,
                      recipes=("fp32", "lora", "lora>dynamic_range", "finetune"))  # fmt: skip

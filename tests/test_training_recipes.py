@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from tfcompress import graph, recipes
+from tfcompress import recipes
 from tfcompress._keras import keras
-from tfcompress.evaluate import accuracy, run_tflite, top1
-from tfcompress.recipes import NotApplicable, RecipeContext
+from tfcompress.measure import tflite_graph as graph
+from tfcompress.measure.evaluate import accuracy, run_tflite, top1
+from tfcompress.recipes.base import NotApplicable, RecipeContext
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,9 @@ def run(tiny_cnn, context):
     cache = {}
 
     def _run(spec):
-        pipeline = recipes.parse(spec, {"finetune_epochs": 4, "finetune_learning_rate": 2e-3, "clusters": 8})
+        pipeline = recipes.parse(
+            spec, recipes.spread({"finetune_epochs": 4, "finetune_learning_rate": 2e-3, "clusters": 8})
+        )
         return recipes.run(pipeline, tiny_cnn, context, cache)
 
     return _run

@@ -7,12 +7,15 @@ Everything the scripts do is callable from here::
     acc = tfc.accuracy(tfc.top1(tfc.run_tflite(tflite, x_test)), y_test)
     stats = tfc.measure_latency("model.tflite", threads=1)
     results = tfc.run_study(tfc.StudyConfig(recipes=("fp32", "int8")))
+    results = tfc.run_study(tfc.StudyConfig(recipes=("fp32", "int8")), model=my_model, dataset=my_data)
+
+The package: ``recipes/`` (what a recipe is, one module per family),
+``tasks/`` (what a task is, one module per family), ``measure/`` (metric on
+the .tflite, latency, MACs, the .tflite graph), ``study/`` (config, the loop,
+executors, results, reports), ``data.py`` and ``models.py``.
 """
 
-from tfcompress import catalog  # noqa: F401  (registers every recipe)
 from tfcompress._keras import keras, tf
-from tfcompress.benchmark import LatencyError, LatencyStats, measure_latency
-from tfcompress.convert import Quantization, convert
 from tfcompress.data import (
     DataError,
     Dataset,
@@ -23,11 +26,14 @@ from tfcompress.data import (
     load_mnist5k,
     load_npz,
 )
-from tfcompress.evaluate import accuracy, run_tflite, top1
-from tfcompress.graph import weight_stats
+from tfcompress.fields import Column, param
+from tfcompress.measure.evaluate import accuracy, run_tflite, top1
+from tfcompress.measure.latency import LatencyError, LatencyStats, measure_latency
+from tfcompress.measure.tflite_graph import weight_stats
 from tfcompress.models import ModelError, build_cnn, load_model, train
 from tfcompress.recipes import (
     Compressed,
+    ExportBackend,
     Kind,
     NotApplicable,
     Pipeline,
@@ -39,47 +45,51 @@ from tfcompress.recipes import (
     parse_recipes,
     register,
     register_alias,
+    register_backend,
 )
 from tfcompress.recipes import get as get_recipe
 from tfcompress.recipes import names as recipe_names
 from tfcompress.recipes import run as run_pipeline
-from tfcompress.report import format_table
-from tfcompress.results import Results, Row, Status
-from tfcompress.results import load as load_results
-from tfcompress.study import StudyConfig, StudyError
+from tfcompress.recipes.converter import Quantization, convert
+from tfcompress.study import Executor, MeasureOptions, RunOptions, StudyConfig, StudyError, from_flat
 from tfcompress.study import run as run_study
+from tfcompress.study.report import format_table
+from tfcompress.study.results import Results, Row, Status
+from tfcompress.study.results import load as load_results
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "Column",
     "Compressed",
-    "Kind",
-    "NotApplicable",
-    "Pipeline",
-    "Transformed",
-    "parse",
-    "register_alias",
-    "run_pipeline",
-    "weight_stats",
     "DataError",
     "Dataset",
+    "Executor",
+    "ExportBackend",
+    "Kind",
     "LatencyError",
     "LatencyStats",
+    "MeasureOptions",
     "ModelError",
+    "NotApplicable",
+    "Pipeline",
     "Quantization",
     "Recipe",
     "RecipeContext",
     "RecipeError",
     "Results",
     "Row",
+    "RunOptions",
     "Status",
     "StudyConfig",
     "StudyError",
+    "Transformed",
     "accuracy",
     "build_cnn",
     "check_fits",
     "convert",
     "format_table",
+    "from_flat",
     "get_recipe",
     "keras",
     "load_dataset",
@@ -90,12 +100,18 @@ __all__ = [
     "load_npz",
     "load_results",
     "measure_latency",
+    "param",
+    "parse",
     "parse_recipes",
     "recipe_names",
     "register",
+    "register_alias",
+    "register_backend",
+    "run_pipeline",
     "run_study",
     "run_tflite",
     "tf",
     "top1",
     "train",
+    "weight_stats",
 ]

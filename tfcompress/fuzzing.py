@@ -70,7 +70,7 @@ def seed_npz_file(folder: str) -> bytes:
 
 def fuzz_tflite_case(path: str, data: bytes) -> str:
     """Writes one case and runs it through the latency path; returns 'ok' or 'error: <kind>'."""
-    from tfcompress.benchmark import LatencyError, measure_latency
+    from tfcompress.measure.latency import LatencyError, measure_latency
 
     with open(path, "wb") as f:
         f.write(data)

@@ -1,0 +1,132 @@
+"""The study script's flags: its own, and one per recipe parameter and task option, from their dataclasses.
+
+``define_flags()`` declares every flag with absl (the recipe and task flags
+from the registered Params and Options fields: name, type, default, help,
+bounds and choices all come from the field), and ``config_from_flags()``
+turns the parsed values into a StudyConfig. The scripts stay a few lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from absl import flags
+
+from tfcompress import recipes, tasks
+from tfcompress.fields import flag_name
+from tfcompress.study import config as config_lib
+
+# Values of --epochs and --finetune_epochs per --preset (flags given explicitly win).
+PRESETS = {"quick": {"epochs": 10, "finetune_epochs": 3}, "full": {"epochs": 20, "finetune_epochs": 10}}
+
+_TASK_HELP = (
+    "Task family: classification (accuracy); detection (digits on canvases, COCO mAP@.5); generative (a VAE "
+    + "decoder, PSNR); language (a character-level transformer, bits per char, lower is better); lora (that "
+    + "transformer adapted to --adapt_text_file); all (each with its defaults, one combined report)."
+)
+
+
+def _define_field(name: str, owners: list[tuple[str, dataclasses.Field]], flag_values) -> None:
+    """One flag for a parameter that one or more recipes (or tasks) declare under the same flag name."""
+    field = owners[0][1]
+    for owner, other in owners[1:]:
+        if other.default != field.default or type(other.default) is not type(field.default):
+            raise ValueError(
+                f"--{name}: {owners[0][0]} and {owner} declare it with different defaults "
+                + f"({field.default!r} vs {other.default!r}); give one of them another flag name."
+            )
+    help_text = field.metadata.get("help") or f"{field.name} of {', '.join(o for o, _ in owners)}."
+    lower, upper = field.metadata.get("bounds") or (None, None)
+    choices = field.metadata.get("choices")
+    default = field.default
+    if choices:
+        flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=flag_values)
+    elif isinstance(default, bool):
+        flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, int):
+        flags.DEFINE_integer(name, default, help_text, lower_bound=lower, upper_bound=upper, flag_values=flag_values)
+    elif isinstance(default, float):
+        flags.DEFINE_float(name, default, help_text, lower_bound=lower, upper_bound=upper, flag_values=flag_values)
+    else:
+        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
+    """Declares the study's flags, every recipe parameter's and every task option's."""
+    f = flag_values
+    flags.DEFINE_enum("task", "classification", [*tasks.names(), "all"], _TASK_HELP, flag_values=f)
+    flags.DEFINE_string(
+        "model", "", "The task's built-in model (classification: cnn, resnet_small, mobilenet_v2; detector, "
+        + "vae_decoder, transformer; default the task's own) or, for classification and language, a path to a "
+        + ".keras, .h5 or SavedModel folder (never retrained).", flag_values=f,
+    )  # fmt: skip
+    flags.DEFINE_enum("dataset", "mnist5k", ["mnist5k", "digits"], "Built-in dataset, used when --data is not given.",
+                      flag_values=f)  # fmt: skip
+    flags.DEFINE_string("data", None, "Your own data: an .npz with x_train, y_train, x_test, y_test, or a folder of "
+                        + "class sub-folders.", flag_values=f)  # fmt: skip
+    flags.DEFINE_list(
+        "recipes", [], "Recipes to run (comma list); default the task's. A recipe may take parameters and chain "
+        + "into a pipeline: 'prune:0.9', 'prune:sparsity=0.9:pruning_schedule=constant', 'prune:0.8>int8'.",
+        flag_values=f,
+    )  # fmt: skip
+    flags.DEFINE_list("threads", ["1"], "Interpreter thread counts to time (comma list).", flag_values=f)
+    flags.DEFINE_integer("num_runs", 100, "Timed invoke() runs per latency measurement.", lower_bound=1,
+                         flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing.", lower_bound=0, flag_values=f)
+    flags.DEFINE_integer("calibration_samples", 200, "Training examples that calibrate int8 and int16x8.",
+                         lower_bound=1, flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("epochs", None, "Training epochs of a built-in model (default: the preset's).",
+                         lower_bound=1, flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("seed", 0, "Seeds the split, training, calibration and latency inputs.", flag_values=f)
+    flags.DEFINE_string("output_dir", "runs/latest", "Where every output is written.", flag_values=f)
+    flags.DEFINE_boolean("sparse_tflite", False, "Also convert training-time results with EXPERIMENTAL_SPARSITY "
+                         + "and report that size.", flag_values=f)  # fmt: skip
+    flags.DEFINE_boolean("resume", False, "Keep the rows an interrupted run finished whose settings are unchanged, "
+                         + "and run the rest.", flag_values=f)  # fmt: skip
+    flags.DEFINE_boolean("fail_fast", False, "Stop at the first failed recipe (and exit 1).", flag_values=f)
+    flags.DEFINE_boolean("allow_unsafe_deserialization", False, "Load --model with Keras safe_mode off (Lambda "
+                         + "layers run code from the file). Only for files you trust.", flag_values=f)  # fmt: skip
+    flags.DEFINE_boolean("isolate", True, "Run each recipe in its own process, so a native crash or a time-out is a "
+                         + "failed row.", flag_values=f)  # fmt: skip
+    flags.DEFINE_float("recipe_timeout_s", 3600.0, "Kill an isolated recipe after this many seconds (a failed row).",
+                       lower_bound=1.0, flag_values=f)  # fmt: skip
+    flags.DEFINE_list("plugins", [], "Python modules to import first; the recipes they register can be used.",
+                      flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: the default study within minutes on 2 cores; full: "
+                      + "longer training and fine-tuning. Flags given explicitly win over the preset.",
+                      flag_values=f)  # fmt: skip
+    for name, owners in {**recipes.base.param_flags(), **tasks.base.option_flags()}.items():
+        _define_field(name, owners, f)
+    flags.register_validator(
+        "threads",
+        lambda values: len(values) > 0 and all(v.strip().isdigit() and int(v) >= 1 for v in values),
+        message="--threads must be a comma list of positive integers.",
+        flag_values=f,
+    )
+
+
+def generated_flag_names() -> list[str]:
+    """The flags that come from recipe parameters and task options."""
+    return [*recipes.base.param_flags(), *tasks.base.option_flags()]
+
+
+def flat_values(flag_values=flags.FLAGS) -> dict[str, Any]:
+    """The parsed flags as from_flat's names, with the preset's values where a flag was not given."""
+    preset = PRESETS[flag_values.preset]
+    values = {name: flag_values[name].value for name in config_lib.flat_names() if name in flag_values}
+    for name, value in preset.items():
+        if not flag_values[name].present:
+            values[name] = value
+    values["recipes"] = tuple(values["recipes"])
+    values["threads"] = tuple(int(t) for t in values["threads"])
+    values["plugins"] = tuple(values["plugins"])
+    return values
+
+
+def config_from_flags(flag_values=flags.FLAGS, **changes) -> config_lib.StudyConfig:
+    """The StudyConfig the parsed flags describe (``changes`` override flat values, e.g. task=...)."""
+    return config_lib.from_flat(**(flat_values(flag_values) | changes))
+
+
+__all__ = ["PRESETS", "config_from_flags", "define_flags", "flag_name", "flat_values", "generated_flag_names"]

@@ -1,0 +1,252 @@
+"""One recipe job of a study: the shared preparation, running a pipeline, measuring its .tflite, its key.
+
+Every executor (tfcompress.study.executor) runs a job through
+``run_recipe``; what differs is only where (this process or a child).
+``prepare`` loads or trains the model and data once per process. A row's
+``key`` digests what decides its result: the study's basis (task, model and
+data by content, task options, seed, epochs, measurement options) and the
+row's resolved pipeline; --resume keeps a row only while its key holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from tfcompress import data as data_lib
+from tfcompress import models as models_lib
+from tfcompress import recipes as recipes_lib
+from tfcompress import tasks
+from tfcompress.measure import macs as macs_lib
+from tfcompress.measure.evaluate import accuracy, as_input, run_tflite
+from tfcompress.measure.latency import LatencyError, measure_latency
+from tfcompress.recipes.pipeline import Pipeline
+from tfcompress.study.cache import ModelCache, inside
+from tfcompress.study.config import StudyConfig, StudyError
+from tfcompress.study.results import Row, Status, write_atomic
+from tfcompress.tasks.base import content_hash, fingerprint, resolved_fields
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What every recipe of a study shares: the baseline model, its name, the data, the context, the basis."""
+
+    model: object
+    name: str
+    dataset: data_lib.Dataset
+    context: recipes_lib.RecipeContext
+    params: int
+    basis: dict
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: 'ValueError: the message'."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_digest(model) -> str:
+    """A digest of a Keras model's architecture and weights (for a model given as an object)."""
+    digest = hashlib.sha256(model.to_json().encode())
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def dataset_digest(dataset: data_lib.Dataset) -> str:
+    """A digest of a Dataset's arrays (for data given as an object)."""
+    digest = hashlib.sha256(dataset.name.encode())
+    for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def load_model_and_data(config: StudyConfig, progress: Callable[[str], None], model=None, dataset=None):
+    """Returns (keras model, its output-folder name, dataset, basis), checked against each other.
+
+    ``model`` and ``dataset`` are objects the caller already holds (the
+    Python API); otherwise they come from the config: a built-in model from
+    the cache (trained if missing), or the user's file.
+    """
+    task = tasks.get(config.task)
+    given_dataset = dataset is not None
+    cache = ModelCache(config.run.models_dir)
+    setup = config.setup(cache)
+    basis = {"task": config.task, "options": resolved_fields(setup.options), "seed": config.seed,
+             "measure": config.measure.key()}  # fmt: skip
+    if model is not None:
+        name = getattr(model, "name", None) or "model"
+        basis["model"] = {"object_sha256": model_digest(model)}
+        dataset = dataset if dataset is not None else task.load_data(setup, model)
+        progress(f"Model {name}: given by the caller.")
+    elif config.model in task.builtin_models:
+        dataset = dataset if dataset is not None else task.load_data(setup)
+        model, cached = cache.builtin(config.task, setup, verbose=2, dataset=dataset)
+        progress(f"Model {config.model}: {'loaded from the cache' if cached else 'trained'} on {dataset.name}.")
+        name = config.model
+        basis["model"] = {"builtin": name, "epochs": config.epochs}
+    elif not task.user_models:
+        raise StudyError(
+            f"The {task.name} task studies its built-in model ({', '.join(task.builtin_models)}); "
+            + f"--model={config.model!r} is not one of them."
+        )
+    else:
+        if config.allow_unsafe_deserialization:
+            progress(
+                "WARNING: --allow_unsafe_deserialization is on: the model file may run code while it loads; "
+                + "use it only for files you trust."
+            )
+        model = models_lib.load_model(config.model, safe_mode=not config.allow_unsafe_deserialization)
+        name = models_lib.model_name(config.model)
+        basis["model"] = {"sha256": content_hash(config.model)}
+        dataset = dataset if dataset is not None else task.load_data(setup, model)
+        progress(f"Model {name}: loaded from {config.model}.")
+    # The data by content: the caller's arrays, or the user's file (or the built-in set's name) and options.
+    basis["data"] = {"object_sha256": dataset_digest(dataset)} if given_dataset else fingerprint(setup)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise StudyError(
+            f"Model {name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            + f"the {config.task} task needs exactly one of each."
+        )
+    classes = models_lib.num_classes(model) if task.labels_are_classes else None
+    data_lib.check_fits(dataset, tuple(model.inputs[0].shape), classes)
+    return model, name, dataset, basis
+
+
+def prepare(config: StudyConfig, progress: Callable[[str], None], verbose: int, model=None, dataset=None) -> Prepared:
+    """Loads (or trains) the model and the data and draws the calibration set: once per process."""
+    model, name, dataset, basis = load_model_and_data(config, progress, model, dataset)
+    rng = np.random.default_rng(config.seed)
+    samples = min(config.measure.calibration_samples, len(dataset.x_train))
+    calibration = dataset.x_train[rng.choice(len(dataset.x_train), samples, replace=False)]
+    task = tasks.get(config.task)
+    context = recipes_lib.RecipeContext(
+        calibration_data=calibration,
+        dataset=dataset,
+        seed=config.seed,
+        sparse_tflite=config.measure.sparse_tflite,
+        verbose=verbose,
+        loss=task.loss() if task.loss else None,
+        batch_size=task.batch_size,
+    )
+    return Prepared(model, name, dataset, context, int(model.count_params()), basis)
+
+
+def basis_key(basis: dict) -> str:
+    """The digest of what every row of a study shares."""
+    return _digest(basis)[:16]
+
+
+def row_key(basis: dict, pipeline: Pipeline) -> str:
+    """The digest of what decides one row: the study's basis and the pipeline with its resolved parameters."""
+    stages = [{"recipe": s.recipe.name, "params": resolved_fields(s.params)} for s in pipeline.stages]
+    return _digest({"basis": basis, "stages": stages})[:16]
+
+
+def measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config: StudyConfig) -> None:
+    """Fills a row's sizes, metric, agreement and latency from its .tflite."""
+    row.size_bytes = len(tflite)
+    row.gzip_bytes = len(gzip.compress(tflite, compresslevel=9))
+    row.bytes_per_param = row.size_bytes / row.params if row.params else None
+    row.macs = macs_lib.tflite_macs(tflite)
+    task = tasks.get(config.task)
+    score = task.score(run_tflite(tflite, dataset.x_test), dataset)
+    row.metric_name = task.metric.name
+    row.metric = score.metric
+    row.extras.update(score.extras)
+    if score.predictions is not None:
+        row.extras["_top1"] = score.predictions  # dropped before saving; fp32's feeds agreement
+        if fp32_top1 is not None:
+            row.agreement = accuracy(score.predictions, fp32_top1)
+    # Time the model on a real test example, prepared as its input tensor takes it.
+    fd, sample_path = tempfile.mkstemp(prefix=".tmp-input-", suffix=".npy", dir=os.path.dirname(path))
+    options = config.measure
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, as_input(dataset.x_test[:1], tflite), allow_pickle=False)
+        for threads in options.threads:
+            try:
+                row.latency.append(
+                    measure_latency(path, threads=threads, num_runs=options.num_runs, warmup_runs=options.warmup_runs,
+                                    seed=config.seed, timeout_s=options.latency_timeout_s, input_path=sample_path)
+                )  # fmt: skip
+            except LatencyError as e:
+                row.status = Status.FAILED
+                row.error = f"latency at {threads} thread(s): {e}"
+    finally:
+        os.unlink(sample_path)
+
+
+def skeleton(config: StudyConfig, prepared: Prepared, pipeline: Pipeline) -> Row:
+    """The row of a pipeline before it runs (what a failed child leaves)."""
+    return Row(task=config.task, model=prepared.name, recipe=pipeline.name, params=prepared.params,
+               key=row_key(prepared.basis, pipeline))  # fmt: skip
+
+
+def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, fp32_top1, cache):
+    """Runs one pipeline in this process; any failure becomes the row's status. Returns (row, top-1)."""
+    row = skeleton(config, prepared, pipeline)
+    start = time.perf_counter()
+    try:
+        compressed = recipes_lib.run(pipeline, prepared.model, prepared.context, cache)
+        row.convert_s = time.perf_counter() - start
+        row.extras.update(compressed.extras)
+        row.params = row.extras.pop("params", row.params)  # a transform that changes the model's size says so
+        path = inside(config.output_dir, prepared.name, f"{pipeline.file_stem}.tflite")
+        write_atomic(path, compressed.tflite)
+        row.tflite_path = os.path.relpath(path, config.output_dir)
+        measure_row(row, compressed.tflite, path, prepared.dataset, fp32_top1, config)
+    except recipes_lib.NotApplicable as e:
+        row.status = Status.NOT_APPLICABLE
+        row.error = " ".join(str(e).split())
+    except Exception as e:  # one recipe's failure is a row, not the end of the study
+        row.status = Status.FAILED
+        row.error = one_line(e)
+    top = row.extras.pop("_top1", None)
+    if pipeline.name == recipes_lib.BASELINE and top is not None:
+        row.agreement = 1.0
+    return row, top
+
+
+def save_inputs(folder: str, model=None, dataset: data_lib.Dataset | None = None) -> dict[str, str]:
+    """Writes a model and a dataset given as objects into ``folder``, for child processes to load."""
+    paths = {}
+    if model is not None:
+        paths["model"] = os.path.join(folder, "model.keras")
+        model.save(paths["model"])
+        paths["model_name"] = getattr(model, "name", None) or "model"
+    if dataset is not None:
+        if dataset.meta is not None:
+            raise StudyError(f"Dataset {dataset.name!r} carries task data (meta) a child process cannot receive; "
+                             + "run with isolate=False.")  # fmt: skip
+        paths["dataset"] = os.path.join(folder, "dataset.npz")
+        arrays = {k: getattr(dataset, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+        np.savez(paths["dataset"], **arrays, num_classes=dataset.num_classes, name=dataset.name)
+    return paths
+
+
+def load_inputs(paths: dict[str, str]):
+    """The (model, dataset) objects ``save_inputs`` wrote; None for each it did not."""
+    from tfcompress._keras import keras
+
+    model = dataset = None
+    if "model" in paths:
+        model = keras.models.load_model(paths["model"], compile=False, safe_mode=True)
+        model._name = paths["model_name"]
+    if "dataset" in paths:
+        with np.load(paths["dataset"], allow_pickle=False) as f:
+            dataset = data_lib.Dataset(str(f["name"]), f["x_train"], f["y_train"], f["x_test"], f["y_test"],
+                                       int(f["num_classes"]))  # fmt: skip
+    return model, dataset

@@ -1,0 +1,359 @@
+"""Results -> comparison tables (tabulate), CSV, a Markdown report and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+from tabulate import tabulate
+
+from tfcompress import recipes, tasks
+from tfcompress.fields import Column
+from tfcompress.measure.latency import scaling_efficiency
+from tfcompress.measure.peak import roofline
+from tfcompress.study.results import Results, Row, write_atomic
+
+TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
+
+
+def thread_counts(results: Results) -> list[int]:
+    """Every thread count measured in any row, ascending."""
+    return sorted({s.threads for r in results.rows for s in r.latency})
+
+
+def _ratio(value, base) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def _fmt(value, spec: str, suffix: str = "") -> str:
+    return "" if value is None else f"{value:{spec}}{suffix}"
+
+
+def metrics(results: Results) -> dict[str, tasks.Metric]:
+    """How each metric of the rows is shown and compared: from results.json, else the task registry."""
+    stored = {name: tasks.Metric.from_dict(d) for name, d in (results.metrics or {}).items()}
+    for name in {r.metric_name for r in results.rows if r.metric_name} - set(stored):
+        metric = tasks.metric(name)
+        if metric is not None:
+            stored[name] = metric
+    return stored
+
+
+def columns(results: Results) -> list[Column]:
+    """The extra columns the rows carry: as results.json declares them, else every registered declaration."""
+    if results.columns is not None:
+        declared = [Column.from_dict(d) for d in results.columns]
+    else:  # a results.json written before files declared their columns
+        declared = tasks.all_columns() + recipes.pipeline.all_columns()
+    return [c for c in declared if any(c.key in r.extras for r in results.rows)]
+
+
+def _delta(row: Row, base: Row | None, known: dict[str, tasks.Metric]) -> str:
+    if row.metric is None or base is None or base.metric is None:
+        return ""
+    metric = known.get(row.metric_name) or tasks.Metric(row.metric_name or "metric", True, False, "")
+    return metric.delta(row.metric, base.metric)
+
+
+def table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """The comparison table: headers and one row of cells per result row.
+
+    Ratios (size, gzip) are relative to the same model's fp32 row; speed-up is
+    fp32's median latency divided by the row's, at the same thread count.
+    """
+    threads = thread_counts(results)
+    multi_model = len({r.model for r in results.rows}) > 1
+    metric_names = sorted({r.metric_name for r in results.rows if r.metric_name})
+    metric_header = metric_names[0] if len(metric_names) == 1 else "metric"
+    headers = (["model"] if multi_model else []) + [
+        "recipe",
+        "status",
+        "size KB",
+        "size x fp32",
+        "gzip KB",
+        "gzip x fp32",
+        metric_header,
+        "vs fp32",
+        "agreement",
+    ]
+    for t in threads:
+        headers += [f"p50 ms ({t}t)", f"p90 ms ({t}t)", f"speed-up ({t}t)"]
+    extra = columns(results)
+    known = metrics(results)
+    headers += [c.header for c in extra]
+    headers.append("note")
+    cells = []
+    for row in results.rows:
+        base = results.baseline(row.model, row.task)
+        line = ([row.model] if multi_model else []) + [
+            row.recipe,
+            row.status.value,
+            _fmt(row.size_bytes and row.size_bytes / 1024, ".1f"),
+            _fmt(_ratio(row.size_bytes, base and base.size_bytes), ".3f"),
+            _fmt(row.gzip_bytes and row.gzip_bytes / 1024, ".1f"),
+            _fmt(_ratio(row.gzip_bytes, base and base.gzip_bytes), ".3f"),
+            _fmt(row.metric, ".4f"),
+            _delta(row, base, known),
+            _fmt(row.agreement, ".4f"),
+        ]
+        for t in threads:
+            stats = row.latency_at(t)
+            base_stats = base.latency_at(t) if base else None
+            speedup = _ratio(base_stats and base_stats.median_ms, stats and stats.median_ms)
+            line += [
+                _fmt(stats and stats.median_ms, ".3f"),
+                _fmt(stats and stats.p90_ms, ".3f"),
+                _fmt(speedup, ".2f", "x"),
+            ]
+        line += [c.format(row.extras.get(c.key)) for c in extra]
+        note = row.error or ""
+        line.append(note if len(note) <= 80 else note[:77] + "...")
+        cells.append(line)
+    return headers, cells
+
+
+def format_table(results: Results, fmt: str = "github") -> str:
+    """The comparison table as text in a tabulate format (or 'csv')."""
+    headers, cells = table(results)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(cells)
+        return buf.getvalue()
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"Unknown table format {fmt!r}; choose one of: {', '.join(TABLE_FORMATS)}.")
+    return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def peak_gflops(results: Results, threads: int) -> float | None:
+    """The float32 matmul peak the study measured at ``threads`` (environment["peak"]), or None."""
+    entry = (results.environment.get("peak") or {}).get(str(threads)) or {}
+    return entry.get("peak_gflops")
+
+
+def _undelegated(stats) -> str:
+    if stats is None or stats.delegated_ops is None:
+        return ""
+    if not stats.undelegated:
+        return "none"
+    return ", ".join(f"{name} x{count}" for name, count in sorted(stats.undelegated.items()))
+
+
+def lab_table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """The latency lab: what explains each row's latency.
+
+    Work (MACs counted from the .tflite graph) and the GFLOP/s achieved at the
+    median latency, as a fraction of the machine's float32 matmul peak
+    (``roofline``); start-up (``init ms``: interpreter and XNNPACK set-up;
+    ``first invoke ms``); the measuring process's peak memory; how many ops
+    XNNPACK took and which it left to LiteRT's default kernels; and, when
+    several thread counts were timed, the scaling efficiency (the speed-up
+    over the fewest threads divided by the thread ratio; 1.0 is perfect).
+    """
+    threads = thread_counts(results)
+    t0 = threads[0] if threads else 1
+    multi_model = len({r.model for r in results.rows}) > 1
+    headers = (["model"] if multi_model else []) + [
+        "recipe",
+        "MMACs",
+        f"GFLOP/s ({t0}t)",
+        f"roofline ({t0}t)",
+        "init ms",
+        "first invoke ms",
+        "peak RSS MB",
+        "XNNPACK ops",
+        "left to default kernels",
+    ]
+    headers += [f"scaling ({t}t)" for t in threads[1:]]
+    peak = peak_gflops(results, t0)
+    cells = []
+    for row in results.rows:
+        if not row.ok:
+            continue
+        stats = row.latency_at(t0)
+        gflops = fraction = None
+        if row.macs and stats and stats.median_ms > 0:
+            gflops, fraction = roofline(row.macs, stats.median_ms, peak)
+        delegated = f"{stats.delegated_ops}/{stats.total_ops}" if stats and stats.delegated_ops is not None else ""
+        line = ([row.model] if multi_model else []) + [
+            row.recipe,
+            _fmt(row.macs and row.macs / 1e6, ".2f"),
+            _fmt(gflops, ".1f"),
+            _fmt(fraction, ".0%"),
+            _fmt(stats and stats.init_ms, ".1f"),
+            _fmt(stats and stats.first_invoke_ms, ".2f"),
+            _fmt(stats and stats.peak_rss_mb, ".0f"),
+            delegated,
+            _undelegated(stats),
+        ]
+        if len(threads) > 1:
+            efficiency = scaling_efficiency(row.latency) if row.latency else {}
+            line += [_fmt(efficiency.get(t), ".2f") for t in threads[1:]]
+        cells.append(line)
+    return headers, cells
+
+
+def format_lab_table(results: Results, fmt: str = "github") -> str:
+    headers, cells = lab_table(results)
+    return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def lab_notes(results: Results) -> list[str]:
+    """What the machine could do, in words: the matmul peak per thread count and the CPU's int8 support."""
+    env = results.environment
+    lines = []
+    for t, entry in sorted((env.get("peak") or {}).items(), key=lambda kv: int(kv[0])):
+        if entry.get("peak_gflops"):
+            lines.append(f"- float32 peak at {t} thread(s): {entry['peak_gflops']:.1f} GFLOP/s ({entry['method']}).")
+        else:
+            lines.append(f"- float32 peak at {t} thread(s): not measured ({entry.get('error', 'unknown')}).")
+    note = (env.get("cpu_features") or {}).get("note")
+    if note:
+        lines.append(f"- {note}")
+    return lines
+
+
+def flat_rows(results: Results) -> list[dict]:
+    """Rows as flat dicts (latency spread into latency_<t>t_<stat> keys), for CSV."""
+    flat = []
+    for row in results.rows:
+        d = row.to_dict()
+        for stats in d.pop("latency"):
+            t = stats["threads"]
+            for key, value in stats.items():
+                if key != "threads":
+                    d[f"latency_{t}t_{key}"] = value
+        flat.append({k: (v if not isinstance(v, (dict, list)) else repr(v)) for k, v in d.items()})
+    return flat
+
+
+def to_csv(results: Results) -> str:
+    rows = flat_rows(results)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_markdown(results: Results) -> str:
+    """The report: what ran, on what machine, the table, and how to read it."""
+    env = results.environment
+    cfg = results.config
+    measure = cfg.get("measure", cfg)  # results.json files before MeasureOptions kept these at the top
+    lines = [
+        "# tfcompress study report",
+        "",
+        f"Task `{cfg.get('task', '?')}`, model `{cfg.get('model', '?')}`, "
+        + f"data `{cfg.get('data') or cfg.get('dataset', '?')}`.",
+        f"Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores; TensorFlow {env.get('tensorflow', '?')}, "
+        + f"LiteRT {env.get('ai_edge_litert', '?')}.",
+        "",
+        format_table(results, "github"),
+        "",
+        "How to read it:",
+        "- size and gzip are of the .tflite file; `x fp32` is the ratio to the same model's fp32 file "
+        + "(lower is smaller).",
+        "- the metric is computed by running each .tflite in the LiteRT interpreter on the whole test split; "
+        + "`vs fp32` is its change (percentage points for accuracy); `agreement` is the share of test examples "
+        + "whose top-1 equals the fp32 model's.",
+        "- latency is batch-1 `invoke()` time in the LiteRT interpreter with XNNPACK, on a real test example, "
+        + "measured in a child process "
+        + f"after {measure.get('warmup_runs', '?')} warm-up runs over {measure.get('num_runs', '?')} runs; "
+        + "speed-up is fp32's median divided by the row's (above 1 is faster).",
+        "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "
+        + "recipe that cannot apply to this model, and its note says why.",
+        "",
+        "## Latency lab: what explains each latency",
+        "",
+        format_lab_table(results, "github"),
+        "",
+        "- MMACs: millions of multiply-accumulates per invoke, counted from the .tflite graph (convolutions, "
+        + "fully-connected layers and matmuls). GFLOP/s = 2 x MACs / median latency; roofline is that as a "
+        + "share of this machine's float32 matrix-multiply peak at the same thread count. A low share means "
+        + "the time goes to overhead, memory or kernels that do not vectorize, not to arithmetic.",
+        "- init ms: building the interpreter and applying XNNPACK; first invoke ms: the first call, before "
+        + "warm-up; peak RSS MB: the measuring process's peak memory (about 45 MB of it is Python and LiteRT).",
+        "- XNNPACK ops: ops the XNNPACK delegate took, of all ops in the graph; the others run on LiteRT's "
+        + "default (reference or optimized builtin) kernels, usually slower, and every hand-off costs time.",
+        *lab_notes(results),
+    ]
+    for name, metric in sorted(metrics(results).items()):
+        lines.append(f"- {name}: {metric.description}; {'higher' if metric.higher_is_better else 'lower'} is better.")
+        lines += [f"- {note}" for note in metric.notes]
+    lines += [f"- {c.note}" for c in columns(results) if c.note]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Results, output_dir: str) -> list[str]:
+    """Writes size_vs_metric.png and latency.png; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results.rows if r.ok and r.size_bytes is not None]
+    if not ok:
+        return []
+    paths = []
+    # Raw size shows quantization; gzipped size also shows what pruning and clustering gain.
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, key, label in ((axes[0], "size_bytes", ".tflite size (KB)"), (axes[1], "gzip_bytes", "gzipped (KB)")):
+        for row in ok:
+            if row.metric is not None and getattr(row, key):
+                point = (getattr(row, key) / 1024, row.metric)
+                ax.scatter(*point)
+                ax.annotate(row.recipe, point, textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ok[0].metric_name or "metric")
+    fig.suptitle("Size vs quality per recipe (metric computed on each .tflite)")
+    fig.tight_layout()
+    paths.append(os.path.join(output_dir, "size_vs_metric.png"))
+    _save_figure(fig, paths[-1])
+    plt.close(fig)
+
+    threads = thread_counts(results)
+    if threads:
+        fig, ax = plt.subplots(figsize=(max(6, len(ok) * 0.9), 4))
+        width = 0.8 / len(threads)
+        for i, t in enumerate(threads):
+            medians = [(r.latency_at(t).median_ms if r.latency_at(t) else 0.0) for r in ok]
+            ax.bar([j + i * width for j in range(len(ok))], medians, width, label=f"{t} thread(s)")
+        ax.set_xticks([j + width * (len(threads) - 1) / 2 for j in range(len(ok))])
+        ax.set_xticklabels([r.recipe for r in ok], rotation=30, ha="right")
+        medians = [r.latency_at(t).median_ms for r in ok for t in threads if r.latency_at(t)]
+        if medians and max(medians) > 20 * min(medians):  # one slow recipe would flatten the rest
+            ax.set_yscale("log")
+        ax.set_ylabel("median latency (ms)")
+        ax.set_title("Batch-1 latency per recipe (LiteRT, XNNPACK)")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(os.path.join(output_dir, "latency.png"))
+        _save_figure(fig, paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def _save_figure(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    write_atomic(path, buf.getvalue())
+
+
+def write_all(results: Results, output_dir: str) -> dict[str, str]:
+    """Writes results.csv, report.md and the plots next to results.json."""
+    paths = {
+        "csv": os.path.join(output_dir, "results.csv"),
+        "report": os.path.join(output_dir, "report.md"),
+    }
+    write_atomic(paths["csv"], to_csv(results))
+    write_atomic(paths["report"], to_markdown(results))
+    for p in plot(results, output_dir):
+        paths[os.path.splitext(os.path.basename(p))[0]] = p
+    return paths

@@ -1,0 +1,181 @@
+"""A study: one model x many recipes -> .tflite files, measured side by side.
+
+``run(StudyConfig(...))`` is what ``experiments/study.py`` calls; a notebook
+can call it too, with its own model and data objects, or use the pieces
+(``convert``, ``run_tflite``, ``measure_latency``) directly.
+
+The loop: prepare the model and data once, keep the rows a resumed run may
+keep, run the fp32 baseline, then hand every other recipe to the executor
+(tfcompress.study.executor) and write results.json atomically after each
+finished row. Then the table, CSV, report and plots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+from tfcompress import recipes as recipes_lib
+from tfcompress import tasks
+from tfcompress.measure.evaluate import run_tflite
+from tfcompress.study import job as job_lib
+from tfcompress.study import report as report_lib
+from tfcompress.study import results as results_lib
+from tfcompress.study.cache import prepare_output_dir
+from tfcompress.study.config import StudyConfig, StudyError
+from tfcompress.study.environment import environment
+from tfcompress.study.executor import Executor, InProcessExecutor, IsolatedExecutor, Job, Outcome, Reference
+from tfcompress.study.results import Results, Row, Status
+
+
+def run(
+    config: StudyConfig,
+    progress: Callable[[str], None] | None = None,
+    *,
+    model=None,
+    dataset=None,
+    executor: Executor | None = None,
+) -> Results:
+    """Runs every recipe of the study and writes results.json, results.csv, report.md and plots.
+
+    results.json is rewritten (atomically) after each finished row. A recipe
+    that fails becomes a failed row with its reason and the study goes on.
+    With ``config.run.isolate`` (the default) each recipe runs in its own
+    process, so native crashes and time-outs become failed rows too.
+
+    Args:
+      config: the study's configuration.
+      progress: called with one line of text per step (the script prints them).
+      model: a Keras (tf_keras) model to study instead of ``config.model``.
+      dataset: a tfcompress Dataset to use instead of ``config.data``.
+      executor: where the recipe jobs run; default in-process or isolated, as
+        ``config.run.isolate`` says.
+
+    Returns:
+      The results, as also saved in OUTPUT_DIR/results.json.
+
+    Raises:
+      StudyError, data.DataError, models.ModelError: the study cannot start;
+        nothing is written to the output directory in that case except a
+        trained model's cache.
+    """
+    verbose = 2 if progress else 0  # Keras prints a line per fine-tuning epoch when the caller shows progress
+    progress = progress or (lambda _: None)
+    pipelines = config.pipelines()
+    prepare_output_dir(config.output_dir)
+    prepared = job_lib.prepare(config, progress, verbose, model, dataset)
+    basis_key = job_lib.basis_key(prepared.basis)
+    results = Results(
+        config=config.to_dict() | {"basis_key": basis_key},
+        environment=environment(config.measure.threads),
+        columns=[c.to_dict() for c in study_columns(config.task, pipelines)],
+        metrics={m.name: m.to_dict() for m in [tasks.get(config.task).metric]},
+    )
+    results_path = os.path.join(config.output_dir, "results.json")
+    jobs = [Job(i, p, job_lib.skeleton(config, prepared, p)) for i, p in enumerate(pipelines)]
+    finished = _finished_rows(config, basis_key, results_path, progress) if config.run.resume else {}
+    loop = _Loop(config, results, results_path, len(jobs), progress)
+    work_dir = tempfile.mkdtemp(prefix=".work-", dir=config.output_dir)
+    own = executor is None
+    try:
+        if own and config.run.isolate:
+            executor = IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset))
+        elif own:
+            executor = InProcessExecutor(config, prepared)
+        todo, reference = [], Reference()
+        for job in jobs:
+            done = finished.get(job.pipeline.name)
+            if done is not None and done.key == job.skeleton.key:
+                if job.pipeline.name == recipes_lib.BASELINE:
+                    outputs = run_tflite(os.path.join(config.output_dir, done.tflite_path), prepared.dataset.x_test)
+                    reference = Reference(tasks.get(config.task).score(outputs, prepared.dataset).predictions)
+                loop.record(Outcome(job, done), " [kept from the earlier run]")
+            else:
+                if done is not None:
+                    progress(f"{job.pipeline.name}: its settings changed since the earlier run; running it again.")
+                todo.append(job)
+        if todo and todo[0].pipeline.name == recipes_lib.BASELINE:
+            baseline = next(iter(executor.run(todo[:1], reference, loop.started)))
+            loop.record(baseline)
+            reference, todo = Reference(baseline.top1), todo[1:]
+        if not loop.stopped:
+            for outcome in executor.run(todo, reference, loop.started):
+                loop.record(outcome)
+                if loop.stopped:
+                    break
+    finally:
+        if own and executor is not None:
+            executor.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
+    report_lib.write_all(results, config.output_dir)
+    return results
+
+
+def study_columns(task: str, pipelines: list) -> list:
+    """The extra columns a study's rows may carry: the task's, then its pipelines' in registration order."""
+    keys = {c.key for p in pipelines for c in p.columns}
+    ordered = [c for c in recipes_lib.pipeline.all_columns() if c.key in keys]
+    ordered += [c for p in pipelines for c in p.columns if c.key not in {o.key for o in ordered}]
+    return list(tasks.get(task).columns) + ordered
+
+
+class _Loop:
+    """The study's bookkeeping: rows in study order, results.json after each, progress, --fail_fast."""
+
+    def __init__(self, config: StudyConfig, results: Results, path: str, total: int, progress):
+        self.config, self.results, self.path, self.total, self.progress = config, results, path, total, progress
+        self.index: dict[int, Row] = {}
+        self.stopped = False
+
+    def started(self, job: Job) -> None:
+        if job.pipeline.transforms:
+            self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: fine-tuning ...")
+
+    def record(self, outcome: Outcome, suffix: str = "") -> None:
+        self.index[outcome.job.index] = outcome.row
+        self.results.rows = [self.index[i] for i in sorted(self.index)]
+        if not suffix:
+            results_lib.save(self.results, self.path)
+        self.progress(progress_line(outcome.job.index + 1, self.total, outcome.row) + suffix)
+        if self.config.run.fail_fast and outcome.row.status is Status.FAILED:
+            self.progress(f"Stopping at the first failure (--fail_fast): {outcome.row.recipe}.")
+            self.stopped = True
+
+
+def _finished_rows(config: StudyConfig, basis_key: str, results_path: str, progress) -> dict[str, Row]:
+    """The rows of an earlier run of the same study that may not need to run again (keys are checked later)."""
+    if not os.path.exists(results_path):
+        progress(f"Nothing to resume in {config.output_dir}; starting from the beginning.")
+        return {}
+    try:
+        earlier = results_lib.load(results_path)
+    except ValueError as e:
+        raise StudyError(f"Cannot resume: {e} Remove it or choose another --output_dir.") from None
+    if earlier.config.get("basis_key") != basis_key:
+        raise StudyError(
+            f"Cannot resume: {results_path} was made with another configuration (task, model, data, seed, "
+            + "epochs or measurement options); run without --resume to start over, or use another --output_dir."
+        )
+    kept = {}
+    for row in earlier.rows:
+        has_file = row.tflite_path and os.path.isfile(os.path.join(config.output_dir, row.tflite_path))
+        if row.status is Status.NOT_APPLICABLE or (row.ok and has_file):
+            kept[row.recipe] = row
+    progress(f"Resuming: {len(kept)} finished row(s) found in {results_path}.")
+    return kept
+
+
+def progress_line(i: int, n: int, row: Row) -> str:
+    text = f"[{i}/{n}] {row.recipe}: {row.status.value}"
+    if row.size_bytes is not None:
+        text += f", {row.size_bytes / 1024:.1f} KB"
+    if row.metric is not None:
+        text += f", {row.metric_name} {row.metric:.4f}"
+    if row.latency:
+        text += ", " + ", ".join(f"{s.median_ms:.3f} ms @{s.threads}t" for s in row.latency)
+    if row.error:
+        text += f" ({row.error})"
+    return text
