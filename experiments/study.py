@@ -17,7 +17,8 @@ from absl import app, flags, logging
 
 from tfcompress.study import cli
 
-cli.define_flags()
+cli.import_plugins_from_argv(sys.argv)  # a plugin recipe's parameters get flags too
+cli.define_flags(module_name=__name__)  # listed by --help as this script's own
 FLAGS = flags.FLAGS
 
 

@@ -151,12 +151,53 @@ def test_a_plugin_recipe_gets_its_column_in_every_output(tmp_path):
     assert "plugin tag" in tfc.format_table(tfc.load_results(str(out / "results.json")))
 
 
-@pytest.mark.parametrize("isolate", [False, True])
-def test_the_python_api_takes_a_model_and_a_dataset_as_objects(tmp_path, tiny_cnn, digits, isolate):
-    config = from_flat(recipes=("fp32", "int8"), num_runs=3, warmup_runs=1, isolate=isolate,
+def test_the_python_api_takes_a_model_and_a_dataset_as_objects_even_in_child_processes(tmp_path, tiny_cnn, digits):
+    config = from_flat(recipes=("fp32", "int8"), num_runs=3, warmup_runs=1, isolate=True,
                        output_dir=str(tmp_path / "out"))  # fmt: skip
     results = tfc.run_study(config, model=tiny_cnn, dataset=digits)
     fp32, int8 = results.rows
     assert fp32.ok and int8.ok, (fp32.error, int8.error)
     assert fp32.model == tiny_cnn.name and fp32.metric > 0.8
     assert abs(int8.metric - fp32.metric) < 0.05 and int8.size_bytes < 0.55 * fp32.size_bytes
+
+
+def test_a_plugin_recipes_parameter_gets_a_flag_like_a_built_in_one():
+    from absl import flags
+
+    from tfcompress.study import cli
+
+    cli.import_plugins_from_argv(["study", "--plugins=tests.plugin_recipes"])  # what experiments/study.py does first
+    flag_values = flags.FlagValues()
+    cli.define_flags(flag_values)
+    flag_values(["study", "--tag_scale=3"])
+    assert flag_values["tag_scale"].help == "tagged_for_test: the factor its column reports."
+    config = cli.config_from_flags(flag_values, recipes=("tagged_for_test",), plugins=("tests.plugin_recipes",))
+    assert config.recipe_defaults == {"tagged_for_test": {"tag_scale": 3.0}}
+
+
+class _Reversed(tfc.Executor):
+    """An executor that finishes jobs in reverse order, as a concurrent one may; it never writes results."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.seen = []
+
+    def run(self, jobs, reference, started=None):
+        outcomes = list(self.inner.run(jobs, reference, started))
+        self.seen += [o.job.pipeline.name for o in outcomes]
+        yield from reversed(outcomes)
+
+
+def test_a_custom_executor_plugs_into_the_loop_which_keeps_study_order_and_writes_results(tmp_path, tiny_cnn, digits):
+    from tfcompress.study import InProcessExecutor
+
+    config = from_flat(recipes=("fp32", "dynamic_range", "float16", "int8"), num_runs=3, warmup_runs=1,
+                       isolate=False, output_dir=str(tmp_path / "out"))  # fmt: skip
+    prepared = job_lib.prepare(config, lambda _: None, 0, tiny_cnn, digits)
+    executor = _Reversed(InProcessExecutor(config, prepared))
+    results = tfc.run_study(config, model=tiny_cnn, dataset=digits, executor=executor)
+    assert executor.seen == ["fp32", "dynamic_range", "float16", "int8"]  # fp32 first, then the rest
+    assert [r.recipe for r in results.rows] == ["fp32", "dynamic_range", "float16", "int8"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["recipe"] for r in saved["rows"]] == ["fp32", "dynamic_range", "float16", "int8"]
+    assert all(r.agreement is not None for r in results.rows)

@@ -9,6 +9,7 @@ turns the parsed values into a StudyConfig. The scripts stay a few lines.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 from absl import flags
@@ -52,9 +53,15 @@ def _define_field(name: str, owners: list[tuple[str, dataclasses.Field]], flag_v
         flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
-def define_flags(flag_values=flags.FLAGS) -> None:
-    """Declares the study's flags, every recipe parameter's and every task option's."""
+def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> None:
+    """Declares the study's flags, every recipe parameter's and every task option's.
+
+    Args:
+      flag_values: where to declare them.
+      module_name: the script's module (its ``__name__``), so that its --help lists them as its own.
+    """
     f = flag_values
+    before = set(f)
     flags.DEFINE_enum("task", "classification", [*tasks.names(), "all"], _TASK_HELP, flag_values=f)
     flags.DEFINE_string(
         "model", "", "The task's built-in model (classification: cnn, resnet_small, mobilenet_v2; detector, "
@@ -104,6 +111,27 @@ def define_flags(flag_values=flags.FLAGS) -> None:
         message="--threads must be a comma list of positive integers.",
         flag_values=f,
     )
+    if module_name == "__main__":  # absl knows a script run as the main module by its path
+        module_name = sys.argv[0]
+    if module_name:
+        for name in sorted(set(f) - before):
+            f.register_flag_by_module(module_name, f[name])
+
+
+def import_plugins_from_argv(argv: list[str]) -> None:
+    """Imports the modules named by --plugins on the command line, before the flags are declared.
+
+    So a plugin recipe's parameters get flags like a built-in recipe's. A
+    module that cannot be imported is left for the study to report (it names
+    the module and the way out).
+    """
+    for arg in argv[1:]:
+        if arg.startswith("--plugins="):
+            for module in filter(None, (m.strip() for m in arg.split("=", 1)[1].split(","))):
+                try:
+                    config_lib.import_plugins([module])
+                except config_lib.StudyError:
+                    pass
 
 
 def generated_flag_names() -> list[str]:
