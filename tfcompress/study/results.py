@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 from tfcompress.measure.latency import LatencyStats
+from tfcompress.recipes.base import BASELINE
 
 SCHEMA_VERSION = 1
 
@@ -117,7 +118,7 @@ class Results:
     def baseline(self, model: str | None = None, task: str | None = None) -> Row | None:
         """The fp32 row of a model (the reference for ratios and agreement)."""
         for row in self.rows:
-            if row.recipe == "fp32" and (model is None or row.model == model) and (task is None or row.task == task):
+            if row.recipe == BASELINE and (model is None or row.model == model) and (task is None or row.task == task):
                 return row
         return None
 
