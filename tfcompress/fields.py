@@ -2,7 +2,9 @@
 
 A recipe's Params dataclass and a task's Options dataclass declare each field
 with ``param(...)``, so that the script's flags, their help, bounds and
-defaults, and the resume key all derive from that one definition. A recipe or
+defaults, and the resume key all derive from that one definition
+(``by_flag`` and ``spread`` route flag values to every owner of a field;
+``resolved`` is what the resume key and model cache hash, files by content). A recipe or
 task declares the extra columns its rows carry with ``Column``; the report
 shows them without knowing who declared them.
 """
@@ -10,6 +12,9 @@ shows them without knowing who declared them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -71,3 +76,60 @@ def flag_name(field: dataclasses.Field) -> str:
 
 def is_path(field: dataclasses.Field) -> bool:
     return bool(field.metadata.get("path"))
+
+
+def by_flag(owners: Iterable[tuple[str, type | None]]) -> dict[str, list[tuple[str, dataclasses.Field]]]:
+    """Flag name -> [(owner name, field)] for the fields of each owner's dataclass (None: it has none)."""
+    flags: dict[str, list[tuple[str, dataclasses.Field]]] = {}
+    for owner, cls in owners:
+        for field in dataclasses.fields(cls) if cls else ():
+            flags.setdefault(flag_name(field), []).append((owner, field))
+    return flags
+
+
+def spread(flags: Mapping[str, list[tuple[str, dataclasses.Field]]], values: Mapping[str, Any]) -> dict[str, dict]:
+    """Flag-named values -> {owner: {field: value}} for every owner that declares each flag (see ``by_flag``).
+
+    A value equal to a field's default (or None) is left out. Raises KeyError
+    for a name no owner declares.
+    """
+    spread_values: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        for owner, field in flags[name]:
+            if value is not None and value != field.default:
+                spread_values.setdefault(owner, {})[field.name] = value
+    return spread_values
+
+
+def content_hash(path: str) -> str:
+    """A digest of a file's bytes, or of a folder's file names and bytes (sorted); '' if it does not exist."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, path).encode() + b"\0")
+                _update_file(digest, full)
+    elif os.path.isfile(path):
+        _update_file(digest, path)
+    else:
+        return ""
+    return digest.hexdigest()
+
+
+def _update_file(digest, path: str) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+
+
+def resolved(params: Any) -> dict[str, Any]:
+    """A Params or Options instance as a dict, with each path field's file replaced by its content hash."""
+    if params is None:
+        return {}
+    values = {}
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        values[field.name] = {"path": value, "sha256": content_hash(value)} if is_path(field) and value else value
+    return values

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress import fields as fields_lib
 from tfcompress._keras import keras
 from tfcompress.data import Dataset
 from tfcompress.fields import Column, flag_name, param  # noqa: F401  (re-exported for recipe modules)
@@ -181,11 +182,7 @@ def recipes() -> list[Recipe]:
 
 def param_flags() -> dict[str, list[tuple[str, dataclasses.Field]]]:
     """Flag name -> [(recipe name, Params field)] for every parameter of every registered recipe."""
-    flags: dict[str, list[tuple[str, dataclasses.Field]]] = {}
-    for recipe in recipes():
-        for field in dataclasses.fields(recipe.params) if recipe.params else ():
-            flags.setdefault(flag_name(field), []).append((recipe.name, field))
-    return flags
+    return fields_lib.by_flag((recipe.name, recipe.params) for recipe in recipes())
 
 
 def alias_spec(name: str) -> str | None:
@@ -204,14 +201,10 @@ def spread(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
       RecipeError: a name no recipe declares.
     """
     flags = param_flags()
-    spread_values: dict[str, dict[str, Any]] = {}
-    for name, value in values.items():
-        if name not in flags:
-            raise RecipeError(f"No recipe has a parameter flag {name!r}; the flags are: {', '.join(sorted(flags))}.")
-        for owner, field in flags[name]:
-            if value is not None and value != field.default:
-                spread_values.setdefault(owner, {})[field.name] = value
-    return spread_values
+    unknown = sorted(set(values) - set(flags))
+    if unknown:
+        raise RecipeError(f"No recipe has a parameter flag {unknown[0]!r}; the flags are: {', '.join(sorted(flags))}.")
+    return fields_lib.spread(flags, values)
 
 
 def get(name: str) -> Recipe:

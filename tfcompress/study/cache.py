@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ class ModelCache:
           (model, loaded_from_cache).
         """
         spec = tasks.get(task)
-        setup = TaskSetup(setup.model, setup.dataset, setup.data, setup.seed, setup.epochs, setup.options, self)
+        setup = dataclasses.replace(setup, cache=self)
         if spec.caches_own_model:  # its model is another cache entry (lora: the language model; generative: the VAE)
             return spec.build(setup, dataset if dataset is not None else spec.load_data(setup), verbose)
         dataset = dataset if dataset is not None else spec.load_data(setup)

@@ -15,7 +15,6 @@ from typing import Any
 from absl import flags
 
 from tfcompress import recipes, tasks
-from tfcompress.fields import flag_name
 from tfcompress.study import config as config_lib
 
 # Values of --epochs and --finetune_epochs per --preset (flags given explicitly win).
@@ -134,11 +133,6 @@ def import_plugins_from_argv(argv: list[str]) -> None:
                     pass
 
 
-def generated_flag_names() -> list[str]:
-    """The flags that come from recipe parameters and task options."""
-    return [*recipes.base.param_flags(), *tasks.base.option_flags()]
-
-
 def flat_values(flag_values=flags.FLAGS) -> dict[str, Any]:
     """The parsed flags as from_flat's names, with the preset's values where a flag was not given."""
     preset = PRESETS[flag_values.preset]
@@ -157,4 +151,4 @@ def config_from_flags(flag_values=flags.FLAGS, **changes) -> config_lib.StudyCon
     return config_lib.from_flat(**(flat_values(flag_values) | changes))
 
 
-__all__ = ["PRESETS", "config_from_flags", "define_flags", "flag_name", "flat_values", "generated_flag_names"]
+__all__ = ["PRESETS", "config_from_flags", "define_flags", "flat_values", "import_plugins_from_argv"]

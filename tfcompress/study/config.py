@@ -19,6 +19,7 @@ from typing import Any
 from tfcompress import data as data_lib
 from tfcompress import recipes as recipes_lib
 from tfcompress import tasks
+from tfcompress.fields import spread
 from tfcompress.recipes import pipeline as pipeline_lib
 from tfcompress.tasks.base import TaskSetup
 
@@ -212,10 +213,8 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StudyConfig:
-        d = dict(d)
-        run = d.pop("run", {})
-        import_plugins(run.get("plugins", ()))  # before the recipes they register are parsed
-        return cls(**{k: v for k, v in d.items() if k in _TOP_FIELDS}, run=run)
+        # RunOptions, built first in __post_init__, imports the plugins before their recipes are parsed.
+        return cls(**{k: v for k, v in d.items() if k in _TOP_FIELDS})
 
 
 _TOP_FIELDS = {f.name for f in dataclasses.fields(StudyConfig)}
@@ -251,28 +250,16 @@ def from_flat(**values: Any) -> StudyConfig:
     if unknown:
         raise StudyError(f"Unknown study setting {unknown[0]!r}; see tfcompress.study.config.flat_names().")
     parts: dict[str, dict[str, Any]] = {"config": {}, "measure": {}, "run": {}}
-    recipe_defaults: dict[str, dict[str, Any]] = {}
-    task_options: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
-        if where[name] == "recipe":
-            _route(recipes_lib.base.param_flags()[name], value, recipe_defaults)
-        elif where[name] == "task":
-            _route(tasks.base.option_flags()[name], value, task_options)
-        elif value is not None or name in ("data", "cache_dir"):
+        if where[name] in parts and (value is not None or name in ("data", "cache_dir")):
             parts[where[name]][name] = value
     return StudyConfig(
         **parts["config"],
-        recipe_defaults=recipe_defaults,
-        task_options=task_options,
+        recipe_defaults=recipes_lib.spread({k: v for k, v in values.items() if where[k] == "recipe"}),
+        task_options=spread(tasks.base.option_flags(), {k: v for k, v in values.items() if where[k] == "task"}),
         measure=MeasureOptions(**parts["measure"]),
         run=RunOptions(**parts["run"]),
     )
-
-
-def _route(owners: list, value: Any, into: dict[str, dict[str, Any]]) -> None:
-    for owner, field in owners:
-        if value is not None and value != field.default:
-            into.setdefault(owner, {})[field.name] = value
 
 
 __all__ = ["MeasureOptions", "RunOptions", "StudyConfig", "StudyError", "flat_names", "from_flat"]

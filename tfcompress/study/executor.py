@@ -109,24 +109,18 @@ class IsolatedExecutor(Executor):
         self.config = config
         self.work_dir = work_dir
         self.inputs = inputs or {}
-        self._reference_path: str | None = None
-        self._reference_id: int | None = None
-
-    def _reference(self, reference: Reference) -> str | None:
-        if reference.top1 is None:
-            return None
-        if self._reference_id != id(reference.top1):
-            self._reference_path = os.path.join(self.work_dir, f"reference-{len(os.listdir(self.work_dir))}.npy")
-            np.save(self._reference_path, reference.top1, allow_pickle=False)
-            self._reference_id = id(reference.top1)
-        return self._reference_path
 
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
+        reference_path = None
+        if reference.top1 is not None:  # the children read the baseline's predictions from a file
+            fd, reference_path = tempfile.mkstemp(prefix="reference-", suffix=".npy", dir=self.work_dir)
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, reference.top1, allow_pickle=False)
         for job in jobs:
             if started:
                 started(job)
             row, top1_path = run_isolated(
-                self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir, self._reference(reference),
+                self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir, reference_path,
                 self.config.run.recipe_timeout_s, self.inputs,
             )  # fmt: skip
             top1 = np.load(top1_path, allow_pickle=False) if top1_path else None

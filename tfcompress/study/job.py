@@ -25,6 +25,7 @@ from tfcompress import data as data_lib
 from tfcompress import models as models_lib
 from tfcompress import recipes as recipes_lib
 from tfcompress import tasks
+from tfcompress.fields import content_hash, resolved
 from tfcompress.measure import macs as macs_lib
 from tfcompress.measure.evaluate import accuracy, as_input, run_tflite
 from tfcompress.measure.latency import LatencyError, measure_latency
@@ -32,7 +33,7 @@ from tfcompress.recipes.pipeline import Pipeline
 from tfcompress.study.cache import ModelCache, inside
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row, Status, write_atomic
-from tfcompress.tasks.base import content_hash, fingerprint, resolved_fields
+from tfcompress.tasks.base import fingerprint
 
 
 @dataclasses.dataclass
@@ -84,7 +85,7 @@ def load_model_and_data(config: StudyConfig, progress: Callable[[str], None], mo
     given_dataset = dataset is not None
     cache = ModelCache(config.run.models_dir)
     setup = config.setup(cache)
-    basis = {"task": config.task, "options": resolved_fields(setup.options), "seed": config.seed,
+    basis = {"task": config.task, "options": resolved(setup.options), "seed": config.seed,
              "measure": config.measure.key()}  # fmt: skip
     if model is not None:
         name = getattr(model, "name", None) or "model"
@@ -151,7 +152,7 @@ def basis_key(basis: dict) -> str:
 
 def row_key(basis: dict, pipeline: Pipeline) -> str:
     """The digest of what decides one row: the study's basis and the pipeline with its resolved parameters."""
-    stages = [{"recipe": s.recipe.name, "params": resolved_fields(s.params)} for s in pipeline.stages]
+    stages = [{"recipe": s.recipe.name, "params": resolved(s.params)} for s in pipeline.stages]
     return _digest({"basis": basis, "stages": stages})[:16]
 
 
@@ -225,8 +226,7 @@ def save_inputs(folder: str, model=None, dataset: data_lib.Dataset | None = None
     paths = {}
     if model is not None:
         paths["model"] = os.path.join(folder, "model.keras")
-        model.save(paths["model"])
-        paths["model_name"] = getattr(model, "name", None) or "model"
+        model.save(paths["model"])  # keeps the model's name, which names the row
     if dataset is not None:
         if dataset.meta is not None:
             raise StudyError(f"Dataset {dataset.name!r} carries task data (meta) a child process cannot receive; "
@@ -244,7 +244,6 @@ def load_inputs(paths: dict[str, str]):
     model = dataset = None
     if "model" in paths:
         model = keras.models.load_model(paths["model"], compile=False, safe_mode=True)
-        model._name = paths["model_name"]
     if "dataset" in paths:
         with np.load(paths["dataset"], allow_pickle=False) as f:
             dataset = data_lib.Dataset(str(f["name"]), f["x_train"], f["y_train"], f["x_test"], f["y_test"],

@@ -91,7 +91,7 @@ def run(
                 if job.pipeline.name == recipes_lib.BASELINE:
                     outputs = run_tflite(os.path.join(config.output_dir, done.tflite_path), prepared.dataset.x_test)
                     reference = Reference(tasks.get(config.task).score(outputs, prepared.dataset).predictions)
-                loop.record(Outcome(job, done), " [kept from the earlier run]")
+                loop.record(Outcome(job, done), kept=True)
             else:
                 if done is not None:
                     progress(f"{job.pipeline.name}: its settings changed since the earlier run; running it again.")
@@ -134,11 +134,13 @@ class _Loop:
         if job.pipeline.transforms:
             self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: fine-tuning ...")
 
-    def record(self, outcome: Outcome, suffix: str = "") -> None:
+    def record(self, outcome: Outcome, kept: bool = False) -> None:
+        """Adds a finished row (saving results.json), or one kept from the earlier run (already in it)."""
         self.index[outcome.job.index] = outcome.row
         self.results.rows = [self.index[i] for i in sorted(self.index)]
-        if not suffix:
+        if not kept:
             results_lib.save(self.results, self.path)
+        suffix = " [kept from the earlier run]" if kept else ""
         self.progress(progress_line(outcome.job.index + 1, self.total, outcome.row) + suffix)
         if self.config.run.fail_fast and outcome.row.status is Status.FAILED:
             self.progress(f"Stopping at the first failure (--fail_fast): {outcome.row.recipe}.")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -35,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tfcompress import data as data_lib
-from tfcompress.fields import Column, flag_name, is_path
+from tfcompress.fields import Column, by_flag, content_hash, resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,44 +176,10 @@ class Task:
         return f"{stem}-{fingerprint(setup)[:10]}"
 
 
-def content_hash(path: str) -> str:
-    """A digest of a file's bytes, or of a folder's file names and bytes (sorted); '' if it does not exist."""
-    digest = hashlib.sha256()
-    if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                digest.update(os.path.relpath(full, path).encode() + b"\0")
-                _update_file(digest, full)
-    elif os.path.isfile(path):
-        _update_file(digest, path)
-    else:
-        return ""
-    return digest.hexdigest()
-
-
-def _update_file(digest, path: str) -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-
-
-def resolved_fields(params: Any) -> dict[str, Any]:
-    """A Params or Options instance as a dict, with each path field replaced by its file's content hash."""
-    if params is None:
-        return {}
-    values = {}
-    for field in dataclasses.fields(params):
-        value = getattr(params, field.name)
-        values[field.name] = {"path": value, "sha256": content_hash(value)} if is_path(field) and value else value
-    return values
-
-
 def fingerprint(setup: TaskSetup) -> str:
     """A digest of the task's data: the user's data by content, or the built-in set's name; and its options."""
     source = {"data_sha256": content_hash(setup.data)} if setup.data else {"dataset": setup.dataset}
-    text = json.dumps({"source": source, "options": resolved_fields(setup.options)}, sort_keys=True, default=str)
+    text = json.dumps({"source": source, "options": resolved(setup.options)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -251,8 +216,4 @@ def all_columns() -> list[Column]:
 
 def option_flags() -> dict[str, list[tuple[str, dataclasses.Field]]]:
     """Flag name -> [(task name, Options field)] for every option of every registered task."""
-    flags: dict[str, list[tuple[str, dataclasses.Field]]] = {}
-    for task in _TASKS.values():
-        for field in dataclasses.fields(task.options) if task.options else ():
-            flags.setdefault(flag_name(field), []).append((task.name, field))
-    return flags
+    return by_flag((task.name, task.options) for task in _TASKS.values())
