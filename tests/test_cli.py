@@ -21,6 +21,9 @@ def test_study_end_to_end_on_a_tiny_configuration(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| recipe" in proc.stdout and "| float16" in proc.stdout
+    # A quiet console: none of TensorFlow's or LiteRT's start-up notices on a CPU machine.
+    for notice in ("cuInit", "cuda drivers", "oneDNN", "absl::InitializeLog", "XNNPACK delegate", "fully_quantize"):
+        assert notice not in proc.stderr + proc.stdout, notice
     saved = json.loads((out / "results.json").read_text())
     assert [r["recipe"] for r in saved["rows"]] == ["fp32", "float16"]
     assert all(r["status"] == "ok" for r in saved["rows"])

@@ -1,7 +1,11 @@
 """Small helpers for child processes (no package imports, so any module can use them)."""
 
+import contextlib
 import os
+import re
 import signal
+import sys
+import tempfile
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -25,3 +29,26 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exited with status {returncode}"
+
+
+@contextlib.contextmanager
+def quiet_stderr(noise: re.Pattern):
+    """Captures the process's standard error (file descriptor 2, native libraries included) for the block.
+
+    When the block ends, every captured line that ``noise`` does not match is
+    written back to standard error, so real errors and warnings still show.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not noise.search(line):
+                    sys.stderr.write(line)

@@ -6,8 +6,14 @@ use in a child process or a notebook.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+
+from tfcompress._process import quiet_stderr
+
+_XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")
 
 
 def as_input(x: np.ndarray, model: bytes | str) -> np.ndarray:
@@ -39,6 +45,12 @@ def load_interpreter(model: bytes | str, num_threads: int = 1) -> Interpreter:
     return Interpreter(model_path=str(model), num_threads=num_threads)
 
 
+def allocate(interpreter: Interpreter) -> None:
+    """``allocate_tensors()``, without the notice LiteRT prints when it applies its default XNNPACK delegate."""
+    with quiet_stderr(_XNNPACK_NOTICE):
+        interpreter.allocate_tensors()
+
+
 def run_tflite(model: bytes | str, x: np.ndarray, batch_size: int = 100, num_threads: int = 1) -> np.ndarray:
     """Runs a one-input, one-output .tflite model over x and returns float outputs.
 
@@ -53,11 +65,11 @@ def run_tflite(model: bytes | str, x: np.ndarray, batch_size: int = 100, num_thr
     batch = min(batch_size, len(x))
     try:
         interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]])
-        interpreter.allocate_tensors()
+        allocate(interpreter)
     except (RuntimeError, ValueError):
         batch = 1
         interpreter = load_interpreter(model, num_threads)
-        interpreter.allocate_tensors()
+        allocate(interpreter)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     outputs = []
