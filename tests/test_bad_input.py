@@ -95,7 +95,7 @@ def test_bad_model_files_are_refused(capsys, tmp_path, files, case, model, messa
 
 @pytest.mark.parametrize("model", ["model.keras", "model.h5", "saved_model"])
 def test_good_model_in_every_format_loads(files, model):
-    from tfcompress.models import load_model
+    from tfcompress.loading import load_model
 
     assert load_model(files[model]).count_params() > 0
 
@@ -178,7 +178,7 @@ def test_paths_with_spaces_and_non_ascii_characters_work(capsys, tmp_path, files
 
 
 def test_names_cannot_lead_outside_the_output_dir(tmp_path):
-    from tfcompress.models import model_name
+    from tfcompress.loading import model_name
     from tfcompress.recipes import RecipeError, parse
     from tfcompress.study import StudyError
     from tfcompress.study.cache import inside
@@ -189,3 +189,11 @@ def test_names_cannot_lead_outside_the_output_dir(tmp_path):
         parse("../int8")
     with pytest.raises(StudyError, match="outside the output directory"):
         inside(str(tmp_path), "..", "x.tflite")
+
+
+def test_a_converter_message_repeated_once_per_op_is_said_once():
+    from tfcompress.study.job import one_line
+
+    repeated = RuntimeError("Quantization to 16x8-bit not yet supported for op: 'HARD_SWISH'. " * 19)
+    assert one_line(repeated) == "RuntimeError: Quantization to 16x8-bit not yet supported for op: 'HARD_SWISH'."
+    assert one_line(ValueError("a. b. a.")) == "ValueError: a. b. a."  # only back-to-back repeats go

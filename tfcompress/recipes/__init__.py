@@ -16,6 +16,7 @@ fixed combinations.
 
 from tfcompress.recipes.base import (
     BASELINE,
+    Baseline,
     Column,
     Compressed,
     ExportBackend,
@@ -70,6 +71,7 @@ for _name, _spec, _description in [
 
 __all__ = [
     "BASELINE",
+    "Baseline",
     "Column",
     "Compressed",
     "ExportBackend",

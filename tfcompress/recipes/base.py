@@ -80,6 +80,25 @@ class RecipeContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The model a study compresses, in the two forms its recipes need.
+
+    Attributes:
+      model: what post-training exports convert as it is: a tf_keras or a
+        Keras 3 model, or a SavedModel exported without layers
+        (tfcompress.loading.ExportedModel).
+      trainable: the tf_keras model training-time transforms start from: the
+        model itself when it is tf_keras, its checked twin for Keras 3
+        (tfcompress.twin); None when there is none.
+      why_not_trainable: why ``trainable`` is None, naming the layer or format.
+    """
+
+    model: Any
+    trainable: Any = None
+    why_not_trainable: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Compressed:
     """A pipeline's output: the .tflite bytes and extra row fields (recipe-specific columns)."""
 

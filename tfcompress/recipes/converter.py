@@ -8,13 +8,20 @@ tfcompress.recipes.base.
 from __future__ import annotations
 
 import enum
+import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
 from tfcompress._keras import keras, tf
+from tfcompress._process import quiet_stderr
+from tfcompress.loading import ExportedModel, is_keras3
 from tfcompress.recipes.base import ExportBackend, RecipeContext, register_backend
+
+# What the converter's native code prints on every calibrated conversion.
+_CONVERTER_NOTICES = re.compile(r"^fully_quantize: \d|^WARNING: All log messages before absl")
 
 
 class Quantization(enum.Enum):
@@ -45,7 +52,8 @@ def convert(
     """Converts a Keras model to a .tflite flatbuffer.
 
     Args:
-      model: a tf_keras model with one input.
+      model: a model with one input: tf_keras, Keras 3, or a SavedModel
+        exported without layers (tfcompress.loading.ExportedModel).
       mode: the post-training quantization mode.
       calibration_data: inputs (N, ...) that represent real data; required by
         INT8 and INT16X8 to choose activation ranges.
@@ -61,7 +69,19 @@ def convert(
     mode = Quantization(mode)
     if mode.needs_calibration and (calibration_data is None or len(calibration_data) == 0):
         raise ValueError(f"Quantization {mode.value!r} needs calibration_data (representative inputs).")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if isinstance(model, ExportedModel):  # a SavedModel without layers (Keras 3's model.export)
+        return _convert(tf.lite.TFLiteConverter.from_saved_model(model.path), model, mode, calibration_data, sparse)
+    if is_keras3(model):
+        # What from_keras_model does for Keras 3 (export, then convert the SavedModel), without the endpoint
+        # listing Keras prints on every export; never from_concrete_functions, whose outputs are garbage.
+        with tempfile.TemporaryDirectory(prefix="tfcompress-export-") as folder:
+            model.export(folder, format="tf_saved_model", verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+            return _convert(converter, model, mode, calibration_data, sparse)
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(model), model, mode, calibration_data, sparse)
+
+
+def _convert(converter, model, mode: Quantization, calibration_data, sparse: bool) -> bytes:
     optimizations = [] if mode is Quantization.FP32 else [tf.lite.Optimize.DEFAULT]
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -71,7 +91,7 @@ def convert(
     elif mode is Quantization.INT8:
         converter.representative_dataset = lambda: _representative(calibration_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if model.inputs[0].dtype.is_floating:  # token-id inputs stay integer ids
+        if tf.as_dtype(model.inputs[0].dtype).is_floating:  # token-id inputs stay integer ids
             converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     elif mode is Quantization.INT16X8:
@@ -79,7 +99,7 @@ def convert(
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_stderr(_CONVERTER_NOTICES):
         # int8 I/O makes the converter warn that no input statistics were given;
         # the representative dataset supplies them, so the warning is noise.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")

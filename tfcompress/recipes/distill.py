@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from tfcompress import models
+from tfcompress import loading, models, twin
 from tfcompress._keras import keras, tf
 from tfcompress.data import Dataset
 from tfcompress.measure.evaluate import accuracy, top1
@@ -192,7 +192,16 @@ def _check_classifier(teacher: keras.Model, student: keras.Model, dataset: Datas
 def make_student(teacher: keras.Model, params: DistillParams) -> keras.Model:
     """The starting student: the model file ``params.student``, else the teacher with fewer filters."""
     if params.student:
-        return models.load_model(params.student, safe_mode=True)
+        student = loading.load_model(params.student, safe_mode=True)
+        if loading.flavour(student) == "saved_model":
+            raise NotApplicable(f"distill's student {params.student!r} is a SavedModel without layers to train; "
+                                + "give its .keras file.")  # fmt: skip
+        if loading.is_keras3(student):
+            try:
+                return twin.build_twin(student)
+            except twin.TwinError as e:
+                raise NotApplicable(f"distill's Keras 3 student has no tf_keras twin to train: {e}") from None
+        return student
     try:
         return prune_channels(teacher, params.keep_fraction)
     except NotApplicable as e:

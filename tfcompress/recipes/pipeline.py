@@ -18,9 +18,11 @@ from typing import Any
 
 from tfcompress._keras import keras
 from tfcompress.recipes.base import (
+    Baseline,
     Column,
     Compressed,
     Kind,
+    NotApplicable,
     Recipe,
     RecipeContext,
     RecipeError,
@@ -189,9 +191,14 @@ def parse_recipes(
     return pipelines
 
 
-def run(pipeline: Pipeline, model: keras.Model, context: RecipeContext, cache: dict | None = None) -> Compressed:
+def run(
+    pipeline: Pipeline, model: keras.Model | Baseline, context: RecipeContext, cache: dict | None = None
+) -> Compressed:
     """Applies a pipeline's transforms in order, then its export.
 
+    ``model`` is a tf_keras model, or a Baseline: then an export-only pipeline
+    converts ``Baseline.model`` as it is (a Keras 3 model or an exported
+    SavedModel included) and transforms start from ``Baseline.trainable``.
     ``cache`` (a dict the caller keeps across pipelines) reuses the model of an
     identical prefix of transforms, so `prune`, `prune_int8` and `pqat` in one
     study fine-tune the pruned model once.
@@ -201,7 +208,13 @@ def run(pipeline: Pipeline, model: keras.Model, context: RecipeContext, cache: d
     """
     extras: dict[str, Any] = {}
     finetune_s = 0.0
-    current = model
+    baseline = model if isinstance(model, Baseline) else Baseline(model, model)
+    current = baseline.trainable if pipeline.transforms else baseline.model
+    if current is None:
+        raise NotApplicable(
+            f"{pipeline.transforms[0].recipe.name} trains the model, which needs its tf_keras form: "
+            + baseline.why_not_trainable
+        )
     for i, stage in enumerate(pipeline.transforms):
         key = tuple(s.key() for s in pipeline.transforms[: i + 1])
         if cache is not None and key in cache:

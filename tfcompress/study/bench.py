@@ -2,8 +2,9 @@
 
 The sections: every task's study (``overview``), a sparsity sweep (``sweep``), fuzzing (``fuzz``), MobileNetV2
 latency vs litert-benchmark (``mobilenet``), real CPU speed-ups from filter removal, distillation and pipelines
-(``speedups``) and the latency zoo (``zoo``). ``run`` re-runs the chosen sections and keeps the others as an
-earlier BENCHMARKS.md has them; the acceptance lines come from tfcompress.study.bench_checks.
+(``speedups``), the latency zoo (``zoo``) and Keras 3 models as saved (``keras3``, in bench_keras3). ``run``
+re-runs the chosen sections and keeps the others as an earlier BENCHMARKS.md has them; the acceptance lines
+come from tfcompress.study.bench_checks.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from tfcompress.measure.latency import litert_benchmark, measure_latency
 from tfcompress.recipes import RecipeContext
 from tfcompress.recipes import get as get_recipe
 from tfcompress.recipes.training import FinetuneParams
-from tfcompress.study import overview, report, runner, sweep, zoo
+from tfcompress.study import bench_keras3, overview, report, runner, sweep, zoo
 from tfcompress.study.bench_checks import FT8, TASK_CHECKS, speedup_checks
 from tfcompress.study.config import StudyConfig, from_flat
 from tfcompress.study.environment import environment
 
-SECTIONS = ("overview", "sweep", "fuzz", "mobilenet", "speedups", "zoo")
+SECTIONS = ("overview", "sweep", "fuzz", "mobilenet", "speedups", "zoo", "keras3")
 MOBILENET_RECIPES = ("fp32", "dynamic_range", "float16", "int8")
 # Real CPU speed-ups: per built-in classification model, the recipes studied (fp32 first).
 SPEEDUP_STUDIES = {
@@ -326,6 +327,7 @@ def run(
         ),
         "speedups": lambda: _speedups_section(work_dir, num_runs, warmup_runs, progress),
         "zoo": lambda: _zoo_section(work_dir, progress),
+        "keras3": lambda: bench_keras3.keras3_section(work_dir, num_runs, warmup_runs, progress),
     }
     env = environment()
     kept = kept_sections(output)

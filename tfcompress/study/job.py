@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from collections.abc import Callable
 import numpy as np
 
 from tfcompress import data as data_lib
+from tfcompress import loading, tasks
 from tfcompress import models as models_lib
 from tfcompress import recipes as recipes_lib
-from tfcompress import tasks
+from tfcompress import twin as twin_lib
 from tfcompress.fields import content_hash, resolved
 from tfcompress.measure import macs as macs_lib
 from tfcompress.measure.evaluate import accuracy, as_input, run_tflite
@@ -35,12 +37,14 @@ from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row, Status, write_atomic
 from tfcompress.tasks.base import fingerprint
 
+_FLAVOURS = {"tf_keras": "tf_keras", "keras3": "Keras 3", "saved_model": "a SavedModel exported without layers"}
+
 
 @dataclasses.dataclass
 class Prepared:
     """What every recipe of a study shares: the baseline model, its name, the data, the context, the basis."""
 
-    model: object
+    model: recipes_lib.Baseline
     name: str
     dataset: data_lib.Dataset
     context: recipes_lib.RecipeContext
@@ -49,8 +53,13 @@ class Prepared:
 
 
 def one_line(e: BaseException) -> str:
-    """An exception as one line: 'ValueError: the message'."""
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+    """An exception as one line: 'ValueError: the message', a sentence repeated back to back said once.
+
+    The converter repeats its message once per op (19 times "not yet supported for op: 'HARD_SWISH'").
+    """
+    sentences = re.split(r"(?<=\.) ", " ".join(str(e).split()))
+    kept = [s for i, s in enumerate(sentences) if i == 0 or s != sentences[i - 1]]
+    return f"{type(e).__name__}: {' '.join(kept)}"
 
 
 def _digest(value) -> str:
@@ -109,11 +118,11 @@ def load_model_and_data(config: StudyConfig, progress: Callable[[str], None], mo
                 "WARNING: --allow_unsafe_deserialization is on: the model file may run code while it loads; "
                 + "use it only for files you trust."
             )
-        model = models_lib.load_model(config.model, safe_mode=not config.allow_unsafe_deserialization)
-        name = models_lib.model_name(config.model)
+        model = loading.load_model(config.model, safe_mode=not config.allow_unsafe_deserialization)
+        name = loading.model_name(config.model)
         basis["model"] = {"sha256": content_hash(config.model)}
         dataset = dataset if dataset is not None else task.load_data(setup, model)
-        progress(f"Model {name}: loaded from {config.model}.")
+        progress(f"Model {name}: loaded from {config.model} ({_FLAVOURS[loading.flavour(model)]}).")
     # The data by content: the caller's arrays, or the user's file (or the built-in set's name) and options.
     basis["data"] = {"object_sha256": dataset_digest(dataset)} if given_dataset else fingerprint(setup)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -142,7 +151,35 @@ def prepare(config: StudyConfig, progress: Callable[[str], None], verbose: int, 
         loss=task.loss() if task.loss else None,
         batch_size=task.batch_size,
     )
-    return Prepared(model, name, dataset, context, int(model.count_params()), basis)
+    baseline = trainable_form(model, name, calibration, progress)
+    return Prepared(baseline, name, dataset, context, int(model.count_params()), basis)
+
+
+def trainable_form(model, name: str, batch, progress: Callable[[str], None]) -> recipes_lib.Baseline:
+    """The model with the tf_keras form its training-time recipes need, checked on ``batch`` for Keras 3.
+
+    A tf_keras model is its own; a Keras 3 model gets a twin (tfcompress.twin) whose outputs must match
+    within 1e-5 on the batch; a SavedModel without layers has none. Without one, training-time rows
+    are not_applicable with the reason and post-training rows still run.
+    """
+    kind = loading.flavour(model)
+    if kind == "tf_keras":
+        return recipes_lib.Baseline(model, model)
+    if kind == "saved_model":
+        why = (f"{name} is a SavedModel exported without its layers (Keras 3's model.export); give the "
+               + ".keras or .h5 file the model was saved to.")  # fmt: skip
+        progress(f"Model {name}: post-training recipes only; {why}")
+        return recipes_lib.Baseline(model, None, why)
+    try:
+        twin = twin_lib.build_twin(model)
+        difference = twin_lib.check_twin(model, twin, batch)
+    except twin_lib.TwinError as e:
+        why = " ".join(str(e).split())
+        progress(f"Model {name}: no tf_keras twin for training-time recipes ({why}); post-training recipes run.")
+        return recipes_lib.Baseline(model, None, why)
+    progress(f"Model {name}: its tf_keras twin for training-time recipes matches the Keras 3 model "
+             + f"(largest output difference {difference:.1e} on {len(batch)} calibration inputs).")  # fmt: skip
+    return recipes_lib.Baseline(model, twin)
 
 
 def basis_key(basis: dict) -> str:
@@ -224,9 +261,11 @@ def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, fp32
 def save_inputs(folder: str, model=None, dataset: data_lib.Dataset | None = None) -> dict[str, str]:
     """Writes a model and a dataset given as objects into ``folder``, for child processes to load."""
     paths = {}
-    if model is not None:
+    if isinstance(model, loading.ExportedModel):
+        paths["model"] = model.path  # already a folder the child can load
+    elif model is not None:
         paths["model"] = os.path.join(folder, "model.keras")
-        model.save(paths["model"])  # keeps the model's name, which names the row
+        model.save(paths["model"])  # with its own Keras (tf_keras or Keras 3); keeps the name, which names the row
     if dataset is not None:
         if dataset.meta is not None:
             raise StudyError(f"Dataset {dataset.name!r} carries task data (meta) a child process cannot receive; "
@@ -239,11 +278,9 @@ def save_inputs(folder: str, model=None, dataset: data_lib.Dataset | None = None
 
 def load_inputs(paths: dict[str, str]):
     """The (model, dataset) objects ``save_inputs`` wrote; None for each it did not."""
-    from tfcompress._keras import keras
-
     model = dataset = None
     if "model" in paths:
-        model = keras.models.load_model(paths["model"], compile=False, safe_mode=True)
+        model = loading.load_model(paths["model"], safe_mode=True)
     if "dataset" in paths:
         with np.load(paths["dataset"], allow_pickle=False) as f:
             dataset = data_lib.Dataset(str(f["name"]), f["x_train"], f["y_train"], f["x_test"], f["y_test"],

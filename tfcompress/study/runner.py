@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 from tfcompress import recipes as recipes_lib
 from tfcompress import tasks
+from tfcompress.fields import Column
 from tfcompress.measure.evaluate import run_tflite
+from tfcompress.models import predict_logits
 from tfcompress.study import job as job_lib
 from tfcompress.study import report as report_lib
 from tfcompress.study import results as results_lib
@@ -48,7 +50,9 @@ def run(
     Args:
       config: the study's configuration.
       progress: called with one line of text per step (the script prints them).
-      model: a Keras (tf_keras) model to study instead of ``config.model``.
+      model: a model to study instead of ``config.model``: tf_keras or Keras 3
+        (training-time recipes then use its checked tf_keras twin), or a
+        tfcompress.loading.ExportedModel.
       dataset: a tfcompress Dataset to use instead of ``config.data``.
       executor: where the recipe jobs run; default in-process or isolated, as
         ``config.run.isolate`` says.
@@ -68,7 +72,7 @@ def run(
     prepared = job_lib.prepare(config, progress, verbose, model, dataset)
     basis_key = job_lib.basis_key(prepared.basis)
     results = Results(
-        config=config.to_dict() | {"basis_key": basis_key},
+        config=config.to_dict() | {"basis_key": basis_key, "preprocessing": prepared.dataset.preprocessing},
         environment=environment(config.measure.threads),
         columns=[c.to_dict() for c in study_columns(config.task, pipelines)],
         metrics={m.name: m.to_dict() for m in [tasks.get(config.task).metric]},
@@ -98,7 +102,9 @@ def run(
                 todo.append(job)
         if todo and todo[0].pipeline.name == recipes_lib.BASELINE:
             baseline = next(iter(executor.run(todo[:1], reference, loop.started)))
+            _add_keras_metric(baseline.row, prepared, config.task, progress)
             loop.record(baseline)
+            _check_baseline(baseline.row, prepared.dataset, config.task, progress)
             reference, todo = Reference(baseline.top1), todo[1:]
         if not loop.stopped:
             for outcome in executor.run(todo, reference, loop.started):
@@ -114,12 +120,37 @@ def run(
     return results
 
 
+# The fp32 row's column: the metric of the Keras model itself (before conversion) on the same test split.
+KERAS_METRIC = Column("keras_metric", "Keras metric", ".4f",
+                      note="the model's own metric in Keras on the test split, beside its fp32 .tflite's")  # fmt: skip
+
+
 def study_columns(task: str, pipelines: list) -> list:
     """The extra columns a study's rows may carry: the task's, then its pipelines' in registration order."""
     keys = {c.key for p in pipelines for c in p.columns}
     ordered = [c for c in recipes_lib.pipeline.all_columns() if c.key in keys]
     ordered += [c for p in pipelines for c in p.columns if c.key not in {o.key for o in ordered}]
-    return list(tasks.get(task).columns) + ordered
+    own = [KERAS_METRIC] if any(p.name == recipes_lib.BASELINE for p in pipelines) else []
+    return own + list(tasks.get(task).columns) + ordered
+
+
+def _add_keras_metric(row: Row, prepared, task_name: str, progress) -> None:
+    """Puts the Keras model's own metric on the test split beside the fp32 row's .tflite metric."""
+    task = tasks.get(task_name)
+    try:
+        outputs = predict_logits(prepared.model.model, prepared.dataset.x_test)
+        row.extras[KERAS_METRIC.key] = task.score(outputs, prepared.dataset).metric
+    except Exception as e:  # a model Keras cannot run on the test split here: the .tflite's metric stands alone
+        progress(f"The Keras model's own {task.metric.name} could not be computed: {job_lib.one_line(e)}")
+
+
+def _check_baseline(row: Row, dataset, task_name: str, progress) -> None:
+    """Says in one line when the fp32 metric looks wrong (the task's check, e.g. accuracy at chance level)."""
+    check = tasks.get(task_name).check_baseline
+    if row.ok and row.metric is not None and check is not None:
+        warning = check(row.metric, dataset)
+        if warning:
+            progress(f"WARNING: {warning}")
 
 
 class _Loop:

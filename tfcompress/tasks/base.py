@@ -147,6 +147,8 @@ class Task:
     labels_are_classes: bool = False  # y are class ids the model's outputs must cover
     options: type | None = None  # the task's Options dataclass
     columns: tuple[Column, ...] = ()
+    # (fp32 metric, dataset) -> a one-line warning when the baseline's metric looks wrong, else None
+    check_baseline: Callable[[float, data_lib.Dataset], str | None] | None = None
 
     def make_options(self, overrides: dict[str, Any] | None = None) -> Any:
         """The task's Options with ``overrides`` applied (None for a task without options).
