@@ -4,34 +4,23 @@ The models are written by tfcompress/study/make_keras3.py in a child process wit
 (this process has it set), exactly as a user's notebook would write them.
 """
 
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.conftest import ROOT
 from tfcompress import loading
 from tfcompress.study import from_flat, run
+from tfcompress.study.bench_keras3 import make_keras3
 from tfcompress.study.results import Status
-
-MAKER = os.path.join(ROOT, "tfcompress", "study", "make_keras3.py")
-
-
-def make_keras3(out, mode: str, *args: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run([sys.executable, MAKER, str(out), mode, *args], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads((out / "made.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("keras3")
-    return out, make_keras3(out, "small")
+    return out, make_keras3(str(out), "small")
 
 
 def _study(tmp_path, model, recipes, **kwargs):
@@ -128,10 +117,11 @@ def test_an_in_memory_keras3_model_goes_through_run_study_in_child_processes(sav
     config = from_flat(dataset="digits", recipes=("fp32", "prune"), num_runs=3, warmup_runs=1, finetune_epochs=1,
                        output_dir=str(tmp_path / "out"))  # fmt: skip
     results = run(config, model=model)
-    assert [r.status for r in results.rows] == [Status.OK, Status.OK], [r.error for r in results.rows]
-    assert results.rows[0].model == "functional_cnn"
-    outputs = np.asarray(model(np.zeros((1, 8, 8, 1), np.float32)))
-    assert outputs.shape == (1, 10)
+    fp32, prune = results.rows
+    assert [fp32.status, prune.status] == [Status.OK, Status.OK], [r.error for r in results.rows]
+    assert fp32.model == "functional_cnn"  # the object's own name, kept through the children's copy
+    assert fp32.extras["keras_metric"] == pytest.approx(fp32.metric, abs=0.01)  # conversion kept the model
+    assert prune.extras["sparsity"] > 0.5  # the child pruned the twin of the model it was given
 
 
 def test_a_lambda_layer_in_a_keras3_file_is_refused_in_safe_mode(tmp_path):
@@ -147,7 +137,7 @@ def test_a_lambda_layer_in_a_keras3_file_is_refused_in_safe_mode(tmp_path):
 
 
 def test_a_custom_layer_from_a_plugin_loads_and_with_its_twin_trains(tmp_path):
-    made = make_keras3(tmp_path, "custom", os.path.join(ROOT, "tests", "plugin_layers.py"))
+    made = make_keras3(str(tmp_path), "custom", os.path.join(ROOT, "tests", "plugin_layers.py"))
     model = tmp_path / made["model"]
     with pytest.raises(loading.ModelError, match="custom class .Gain.*--plugins"):  # not registered: a clear refusal
         loading.load_model(str(model))

@@ -166,12 +166,11 @@ def test_a_subclassed_model_is_refused():
         build_twin(_subclassed())
 
 
-@keras3.saving.register_keras_serializable(package="twin_test")
-class Gain(keras3.layers.Layer):
-    """A custom Keras 3 layer with a weight and an option: x * gain * factor."""
+def _gain_layer(base: type, name: str) -> type:
+    """A custom layer with a weight and an option, x * gain * factor, on either Keras' Layer base."""
 
     def __init__(self, factor=1.0, **kwargs):
-        super().__init__(**kwargs)
+        base.__init__(self, **kwargs)
         self.factor = factor
 
     def build(self, input_shape):
@@ -181,24 +180,14 @@ class Gain(keras3.layers.Layer):
         return x * self.gain * self.factor
 
     def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
+        return {**base.get_config(self), "factor": self.factor}
+
+    methods = {"__init__": __init__, "build": build, "call": call, "get_config": get_config}
+    return type(name, (base,), methods | {"__module__": __name__})
 
 
-class TfKerasGain(keras.layers.Layer):
-    """Gain's tf_keras twin."""
-
-    def __init__(self, factor=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = factor
-
-    def build(self, input_shape):
-        self.gain = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gain")
-
-    def call(self, x):
-        return x * self.gain * self.factor
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
+Gain = keras3.saving.register_keras_serializable(package="twin_test")(_gain_layer(keras3.layers.Layer, "Gain"))
+TfKerasGain = _gain_layer(keras.layers.Layer, "TfKerasGain")  # Gain's tf_keras twin
 
 
 @pytest.mark.parametrize("key", [Gain, "twin_test>Gain"], ids=["class", "registered_name"])

@@ -84,7 +84,7 @@ def scale_pixels(x: np.ndarray, pixel_scale: PixelScale) -> np.ndarray:
 
 
 def describe_scale(pixel_scale: PixelScale) -> str:
-    """'integer pixels x 0.003922 + 0' in words, for results.json and warnings."""
+    """The scaling in words ('integer pixels x 1/255', 'integer pixels x 0.00784 -1'), for results.json."""
     if pixel_scale is None:
         return "integer pixels as stored (no scaling)"
     scale, offset = pixel_scale

@@ -73,9 +73,6 @@ class ExportedModel:
     def count_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self._loaded.variables))
 
-    def get_weights(self) -> list[np.ndarray]:
-        return [v.numpy() for v in self._loaded.variables]
-
     def __call__(self, x, training: bool = False):
         with quiet_stderr(_GRAPPLER_NOTICES):  # grappler cannot re-import Keras 3's exported graph; harmless
             out = self._fn(**{self._input_name: x}) if self._input_name else self._fn(x)

@@ -17,8 +17,9 @@ import numpy as np
 
 from tfcompress._keras import keras, tf
 from tfcompress._process import quiet_stderr
-from tfcompress.loading import ExportedModel, is_keras3
+from tfcompress.loading import ExportedModel
 from tfcompress.recipes.base import ExportBackend, RecipeContext, register_backend
+from tfcompress.twin import is_keras3
 
 # What the converter's native code prints on every calibrated conversion.
 _CONVERTER_NOTICES = re.compile(r"^fully_quantize: \d|^WARNING: All log messages before absl")

@@ -196,7 +196,7 @@ def make_student(teacher: keras.Model, params: DistillParams) -> keras.Model:
         if loading.flavour(student) == "saved_model":
             raise NotApplicable(f"distill's student {params.student!r} is a SavedModel without layers to train; "
                                 + "give its .keras file.")  # fmt: skip
-        if loading.is_keras3(student):
+        if twin.is_keras3(student):
             try:
                 return twin.build_twin(student)
             except twin.TwinError as e:

@@ -209,9 +209,11 @@ def run_one(config: StudyConfig, recipe: str, fp32_top1=None, inputs: dict[str, 
     Returns the row and its top-1 predictions on the test split (None if it has none).
     """
     model, dataset = job_lib.load_inputs(inputs or {})
-    prepared = job_lib.prepare(config, lambda _: None, verbose=2, model=model, dataset=dataset)
+    pipeline = parse(recipe, config.recipe_defaults)
+    prepared = job_lib.prepare(config, lambda _: None, verbose=2, model=model, dataset=dataset,
+                               twin=bool(pipeline.transforms))  # fmt: skip
     cache = TransformCache(os.path.join(config.output_dir, ".transforms", job_lib.basis_key(prepared.basis)))
-    return job_lib.run_recipe(prepared, parse(recipe, config.recipe_defaults), config, fp32_top1, cache)
+    return job_lib.run_recipe(prepared, pipeline, config, fp32_top1, cache)
 
 
 def _main(job_path: str) -> int:

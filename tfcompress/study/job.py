@@ -67,7 +67,9 @@ def _digest(value) -> str:
 
 
 def model_digest(model) -> str:
-    """A digest of a Keras model's architecture and weights (for a model given as an object)."""
+    """A digest of a Keras model's architecture and weights, or an exported SavedModel's files (given as objects)."""
+    if isinstance(model, loading.ExportedModel):
+        return content_hash(model.path)
     digest = hashlib.sha256(model.to_json().encode())
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
@@ -135,8 +137,14 @@ def load_model_and_data(config: StudyConfig, progress: Callable[[str], None], mo
     return model, name, dataset, basis
 
 
-def prepare(config: StudyConfig, progress: Callable[[str], None], verbose: int, model=None, dataset=None) -> Prepared:
-    """Loads (or trains) the model and the data and draws the calibration set: once per process."""
+def prepare(
+    config: StudyConfig, progress: Callable[[str], None], verbose: int, model=None, dataset=None, twin: bool = True
+) -> Prepared:
+    """Loads (or trains) the model and the data and draws the calibration set: once per process.
+
+    ``twin``: build and check a Keras 3 model's tf_keras twin; False when no pipeline this process runs has a
+    transform (the twin would go unused).
+    """
     model, name, dataset, basis = load_model_and_data(config, progress, model, dataset)
     rng = np.random.default_rng(config.seed)
     samples = min(config.measure.calibration_samples, len(dataset.x_train))
@@ -151,16 +159,18 @@ def prepare(config: StudyConfig, progress: Callable[[str], None], verbose: int, 
         loss=task.loss() if task.loss else None,
         batch_size=task.batch_size,
     )
-    baseline = trainable_form(model, name, calibration, progress)
+    baseline = trainable_form(model, name, calibration, progress, build_twin=twin)
     return Prepared(baseline, name, dataset, context, int(model.count_params()), basis)
 
 
-def trainable_form(model, name: str, batch, progress: Callable[[str], None]) -> recipes_lib.Baseline:
+def trainable_form(
+    model, name: str, batch, progress: Callable[[str], None], build_twin: bool = True
+) -> recipes_lib.Baseline:
     """The model with the tf_keras form its training-time recipes need, checked on ``batch`` for Keras 3.
 
     A tf_keras model is its own; a Keras 3 model gets a twin (tfcompress.twin) whose outputs must match
-    within 1e-5 on the batch; a SavedModel without layers has none. Without one, training-time rows
-    are not_applicable with the reason and post-training rows still run.
+    within 1e-5 on the batch (unless ``build_twin`` is False); a SavedModel without layers has none.
+    Without one, training-time rows are not_applicable with the reason and post-training rows still run.
     """
     kind = loading.flavour(model)
     if kind == "tf_keras":
@@ -170,6 +180,8 @@ def trainable_form(model, name: str, batch, progress: Callable[[str], None]) -> 
                + ".keras or .h5 file the model was saved to.")  # fmt: skip
         progress(f"Model {name}: post-training recipes only; {why}")
         return recipes_lib.Baseline(model, None, why)
+    if not build_twin:
+        return recipes_lib.Baseline(model, None, "its tf_keras twin was not built in this process.")
     try:
         twin = twin_lib.build_twin(model)
         difference = twin_lib.check_twin(model, twin, batch)

@@ -69,7 +69,7 @@ def run(
     progress = progress or (lambda _: None)
     pipelines = config.pipelines()
     prepare_output_dir(config.output_dir)
-    prepared = job_lib.prepare(config, progress, verbose, model, dataset)
+    prepared = job_lib.prepare(config, progress, verbose, model, dataset, twin=any(p.transforms for p in pipelines))
     basis_key = job_lib.basis_key(prepared.basis)
     results = Results(
         config=config.to_dict() | {"basis_key": basis_key, "preprocessing": prepared.dataset.preprocessing},
