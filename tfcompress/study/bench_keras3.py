@@ -69,10 +69,10 @@ def application_checks(name: str, results: Results) -> list[str]:
     rows = {r.recipe.split(":")[0]: r for r in results.rows}
     post = [rows[r] for r in POST_TRAINING]
     ratio = rows["int8"].size_bytes / rows["fp32"].size_bytes if rows["int8"].ok and rows["fp32"].ok else None
-    ok = all(r.ok for r in post) and ratio is not None and ratio <= 0.35
-    text = ", ".join(f"{r.recipe} {r.status.value}" for r in post)
-    lines = [f"- {name}: {text}; int8 {ratio:.3f}x fp32 (target <= 0.35): **{'yes' if ok else 'no'}**."
-             if ratio is not None else f"- {name}: {text}: **no**."]  # fmt: skip
+    failed = [f"`{r.recipe}` {r.status.value} ({r.error})" for r in post if not r.ok]
+    size = f"{ratio:.3f}x fp32 (target <= 0.35): **{'yes' if ratio <= 0.35 else 'no'}**" if ratio else "**no**"
+    lines = [f"- {name}: every post-training row ok: **{'no' if failed else 'yes'}**"
+             + (f" ({'; '.join(failed)})" if failed else "") + f"; int8 {size}."]  # fmt: skip
     for recipe in ("prune", "channel_prune"):
         row = rows[recipe]
         detail = "" if row.status is Status.OK else f": {row.error}"
