@@ -28,7 +28,7 @@ TEST_WORKERS ?= 2
 test: venv lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
-# Writes BENCHMARKS.md (takes several minutes).
+# Runs every section into benchmarks/<section>.json and renders BENCHMARKS.md from them (BUILD.md: how long).
 bench: venv
 	$(PY) -m experiments.bench
 

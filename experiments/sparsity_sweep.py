@@ -18,7 +18,11 @@ _DATASET = flags.DEFINE_enum("dataset", "mnist5k", ["mnist5k", "digits"], "Built
 _DATA = flags.DEFINE_string("data", None, "Your own .npz or image folder (overrides --dataset).")
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs of a built-in model.", lower_bound=1)
 _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 3, "Fine-tuning epochs per recipe.", lower_bound=1)
-_NUM_RUNS = flags.DEFINE_integer("num_runs", 50, "Timed runs per latency measurement.", lower_bound=1)
+_NUM_RUNS = flags.DEFINE_integer("num_runs", 50, "At least this many timed runs per latency round.", lower_bound=1)
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved latency rounds per row (each a fresh process).", lower_bound=1)
+_MIN_TIME_S = flags.DEFINE_float(
+    "min_time_s", 0.5, "At least this many seconds of timed runs per round.", lower_bound=0.0
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/sweep", "Where everything is written.")
 _ISOLATE = flags.DEFINE_bool(
@@ -52,6 +56,8 @@ def main(argv):
             epochs=_EPOCHS.value,
             finetune_epochs=_FINETUNE_EPOCHS.value,
             num_runs=_NUM_RUNS.value,
+            rounds=_ROUNDS.value,
+            min_time_s=_MIN_TIME_S.value,
             seed=_SEED.value,
             output_dir=_OUTPUT_DIR.value,
             isolate=_ISOLATE.value,

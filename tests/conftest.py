@@ -9,6 +9,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def roof_cache(tmp_path_factory):
+    """One folder of generated roof files (tfcompress.measure.roofs) for the whole test run, workers included."""
+    folder = tmp_path_factory.getbasetemp().parent / "tfcompress-cache"
+    os.environ["TFCOMPRESS_CACHE"] = str(folder)  # isolated study children inherit it
+    return folder
+
+
 @pytest.fixture(scope="session")
 def digits():
     from tfcompress.data import load_digits

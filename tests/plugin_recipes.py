@@ -1,12 +1,14 @@
 """Test-only recipes, loaded with from_flat(plugins=("tests.plugin_recipes",)).
 
 Most misbehave on purpose, so the tests can check that a study survives them; `tagged_for_test` is a
-well-behaved plugin transform with a column of its own.
+well-behaved plugin transform with a column of its own; `shifted_for_test` makes a classifier clearly worse.
 """
 
 import dataclasses
 import os
 import time
+
+import numpy as np
 
 from tfcompress import recipes
 from tfcompress.recipes.base import Column, Kind, Recipe, Transformed, param
@@ -52,5 +54,24 @@ if "tagged_for_test" not in recipes.names():
             "tag_scale",
             in_default_study=False,
             columns=(Column("tag_value", "plugin tag", ".3f", note="plugin tag: what the plugin recipe reported."),),
+        )
+    )
+
+
+def _shift(model, context, params=None):
+    """The model with its last layer's outputs moved one class on: it names every digit it knew as the next one."""
+    from tfcompress._keras import keras
+
+    shifted = keras.models.clone_model(model)
+    shifted.set_weights(model.get_weights())
+    kernel, bias = shifted.layers[-1].get_weights()
+    shifted.layers[-1].set_weights([np.roll(kernel, 1, axis=-1), np.roll(bias, 1)])
+    return Transformed(shifted, {})
+
+
+if "shifted_for_test" not in recipes.names():
+    recipes.register(
+        Recipe(
+            "shifted_for_test", "test only: a clearly worse classifier", Kind.TRANSFORM, _shift, in_default_study=False
         )
     )

@@ -102,8 +102,8 @@ def test_good_model_in_every_format_loads(files, model):
 
 def test_lambda_model_loads_with_allow_unsafe_deserialization_and_a_warning(capsys, tmp_path, files):
     code, out, err = study_cli(capsys, f"--model={files['lambda.keras']}", f"--data={files['good_npz']}",
-                               "--allow_unsafe_deserialization", "--recipes=fp32", "--num_runs=2", "--noisolate",
-                               f"--output_dir={tmp_path}/out")  # fmt: skip
+                               "--allow_unsafe_deserialization", "--recipes=fp32", "--num_runs=2", "--rounds=1",
+                               "--min_time_s=0", "--noisolate", f"--output_dir={tmp_path}/out")  # fmt: skip
     assert code == 0, err
     assert "WARNING: --allow_unsafe_deserialization is on" in out
 
@@ -172,7 +172,8 @@ def test_paths_with_spaces_and_non_ascii_characters_work(capsys, tmp_path, files
     model.write_bytes(open(files["model.keras"], "rb").read())
     data.write_bytes(open(files["good_npz"], "rb").read())
     code, out, err = study_cli(capsys, f"--model={model}", f"--data={data}", "--recipes=int8", "--num_runs=2",
-                               "--noisolate", f"--output_dir={folder / 'sortie é'}")  # fmt: skip
+                               "--rounds=1", "--min_time_s=0", "--noisolate",
+                               f"--output_dir={folder / 'sortie é'}")  # fmt: skip
     assert code == 0, err
     assert (folder / "sortie é" / "mödel_v1" / "int8.tflite").is_file()
 

@@ -27,10 +27,24 @@ def test_latency_statistics_are_consistent(tflite_path, threads):
     assert stats.mean_ms > 0 and stats.std_ms >= 0
 
 
-def test_int8_model_is_timed_with_int8_input(tiny_cnn, calibration, tmp_path):
+def test_int8_model_is_timed_with_int8_input(tiny_cnn, calibration, digits, tmp_path):
+    import numpy as np
+
+    from tfcompress.measure.evaluate import as_input, load_interpreter
+
     path = tmp_path / "int8.tflite"
     path.write_bytes(recipes.get("int8").apply(tiny_cnn, recipes.RecipeContext(calibration)))
-    assert benchmark.measure_latency(str(path), num_runs=5, warmup_runs=1).runs == 5
+    assert load_interpreter(str(path)).get_input_details()[0]["dtype"] == np.int8
+    sample = tmp_path / "x.npy"
+    example = as_input(digits.x_test[:1], str(path))  # what a study feeds: a real example, quantized
+    assert example.dtype == np.int8
+    np.save(sample, example, allow_pickle=False)
+    assert benchmark.measure_latency(str(path), num_runs=5, warmup_runs=1, input_path=str(sample)).runs == 5
+    # The worker feeds the tensor as given and refuses one that is not int8, so the timed input was int8.
+    np.save(sample, digits.x_test[:1].astype(np.float32), allow_pickle=False)
+    with pytest.raises(benchmark.LatencyError, match="float32.*int8"):
+        benchmark.measure_latency(str(path), num_runs=1, warmup_runs=0, input_path=str(sample))
+    assert benchmark.measure_latency(str(path), num_runs=5, warmup_runs=1).runs == 5  # its own random input
 
 
 def test_native_crash_in_child_becomes_latency_error(tflite_path, monkeypatch):
@@ -163,3 +177,33 @@ def test_cpu_features_say_whether_int8_has_dot_product_instructions(tmp_path, fl
     assert features["int8_dot_product"] is dot_product and features["avx512_vnni"] is dot_product
     assert word in features["note"]
     assert peak.cpu_features(str(tmp_path / "missing"))["model_name"] is None
+
+
+@pytest.mark.parametrize("recipe", ["fp32", "int8"])
+def test_both_runtimes_time_a_file_and_give_the_same_outputs(tiny_cnn, calibration, digits, tmp_path, recipe):
+    import numpy as np
+
+    from tfcompress.measure.evaluate import run_compiled_model, run_tflite
+
+    path = tmp_path / f"{recipe}.tflite"
+    path.write_bytes(recipes.get(recipe).apply(tiny_cnn, recipes.RecipeContext(calibration)))
+    x = digits.x_test[:50]
+    ours, theirs = run_tflite(str(path), x), run_compiled_model(str(path), x)
+    assert ours.shape == theirs.shape == (50, digits.num_classes)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)  # the same kernels: the same logits (int8: the same codes)
+    stats = benchmark.measure_latency(str(path), num_runs=5, warmup_runs=1, runtime="compiled_model", rounds=2)
+    assert stats.runtime == "compiled_model" and stats.rounds == 2 and len(stats.round_medians_ms) == 2
+    assert stats.runs >= 10 and stats.ci_low_ms <= stats.median_ms <= stats.ci_high_ms
+    reference = benchmark.litert_benchmark(str(path), num_runs=5, warmup_runs=1)
+    assert stats.fully_accelerated is reference["fully_accelerated"]  # what litert-benchmark says of the file
+    assert stats.input_dtypes == (["int8"] if recipe == "int8" else ["float32"])
+
+
+def test_min_time_s_extends_a_round_past_num_runs(tflite_path):
+    stats = benchmark.measure_latency(tflite_path, num_runs=3, warmup_runs=0, min_time_s=0.2)
+    assert stats.runs > 3 and stats.runs * stats.mean_ms >= 200 * 0.9  # >= 0.2 s of timed runs
+
+
+def test_an_unknown_runtime_is_refused(tflite_path):
+    with pytest.raises(ValueError, match="runtime must be one of interpreter, compiled_model"):
+        benchmark.measure_latency(tflite_path, runtime="gpu")

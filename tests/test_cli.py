@@ -1,11 +1,15 @@
 """The command line as a user runs it: python -m experiments.study / experiments.report."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 
 def test_study_end_to_end_on_a_tiny_configuration(tmp_path):
@@ -16,6 +20,8 @@ def test_study_end_to_end_on_a_tiny_configuration(tmp_path):
         "--epochs=2",
         "--recipes=fp32,float16",
         "--num_runs=5",
+        "--rounds=1",
+        "--min_time_s=0",
         "--warmup_runs=1",
         f"--output_dir={out}",
     )
@@ -59,6 +65,56 @@ def test_flagfile_and_helpfull_work(tmp_path):
     assert "--calibration_samples" in helpfull.stdout and "--warmup_runs" in helpfull.stdout
 
 
+# What experiments.study defines, from a fresh process (no test's plugin recipe or task registered).
+_DUMP_FLAGS = (
+    "import json; from absl import flags; from tfcompress.study import cli; f = flags.FlagValues(); "
+    + "cli.define_flags(f); print(json.dumps({n: [f[n].help, f[n].default] for n in f}))"
+)
+
+
+def _plain(cell: str) -> str:
+    """A README table cell as plain text: no code marks, pipes unescaped, one space between words."""
+    return " ".join(cell.replace("`", "").replace("\\|", "|").split())
+
+
+def _readme_flags() -> dict[str, tuple[str, str]]:
+    """README's flag table: flag name -> (default cell, meaning cell), as plain text."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("\n## Flags", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        if line.startswith("| `--"):
+            flag, default, meaning = (c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1])
+            name = re.fullmatch(r"`--(\w+)`", flag).group(1)
+            assert name not in table, f"--{name} has two rows"
+            table[name] = (_plain(default), _plain(meaning))
+    return table
+
+
+def _default_agrees(value, cell: str) -> bool:
+    """Whether README's default cell starts with the flag's default (a None or empty default is told in words)."""
+    if isinstance(value, bool):
+        return cell == ("on" if value else "off")
+    if isinstance(value, (int, float)):
+        return float(cell.split()[0]) == value
+    if value and isinstance(value, list):
+        return cell == ",".join(value)
+    return not value or cell.split()[0] == value
+
+
+def test_readme_flag_table_has_every_flag_with_its_help_and_default():
+    proc = subprocess.run([sys.executable, "-c", _DUMP_FLAGS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    code = json.loads(proc.stdout.strip().splitlines()[-1])
+    readme = _readme_flags()
+    assert not set(code) - set(readme), f"flags missing from README's table: {sorted(set(code) - set(readme))}"
+    assert not set(readme) - set(code), f"README's table has flags the code lacks: {sorted(set(readme) - set(code))}"
+    for name, (help_text, value) in code.items():
+        default, meaning = readme[name]
+        assert meaning == _plain(help_text), f"--{name}"
+        assert _default_agrees(value, default), (f"--{name}", value, default)
+
+
 def test_report_of_a_missing_results_file_is_a_clear_error(tmp_path):
     proc = run_module("experiments.report", f"--results={tmp_path / 'none.json'}")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
@@ -91,6 +147,8 @@ def test_users_functional_keras_model_and_npz_go_through_all_five_recipes(tmp_pa
         f"--data={tmp_path / 'data.npz'}",
         "--recipes=fp32,dynamic_range,float16,int8,int16x8",
         "--num_runs=3",
+        "--rounds=1",
+        "--min_time_s=0",
         "--warmup_runs=0",
         "--noisolate",  # tests/test_isolation.py covers recipe processes
         f"--output_dir={out}",
@@ -100,6 +158,9 @@ def test_users_functional_keras_model_and_npz_go_through_all_five_recipes(tmp_pa
     assert [r["recipe"] for r in rows] == ["fp32", "dynamic_range", "float16", "int8", "int16x8"]
     assert all(r["status"] == "ok" and r["model"] == "users_model" for r in rows), [r["error"] for r in rows]
     assert all((out / r["tflite_path"]).is_file() for r in rows)
+    # The conversion kept the model: the fp32 .tflite scores what the Keras model itself scores (one example's slack).
+    fp32 = rows[0]
+    assert fp32["metric"] == pytest.approx(fp32["keras_metric"], abs=1 / len(digits.y_test) + 1e-9)
 
 
 def test_sparsity_sweep_end_to_end(tmp_path):
@@ -112,6 +173,8 @@ def test_sparsity_sweep_end_to_end(tmp_path):
         "--epochs=2",
         "--finetune_epochs=1",
         "--num_runs=3",
+        "--rounds=1",
+        "--min_time_s=0",
         "--noisolate",
         f"--output_dir={out}",
     )

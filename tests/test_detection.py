@@ -143,3 +143,58 @@ def test_briefly_trained_tiny_detector_finds_the_digits():
     detector.train_detector(model, detector.as_dataset(train, test), epochs=6, seed=0, batch_size=16)
     trained = detection.coco_map(test, detector.decode(model.predict(test.images, verbose=0)))["map50"]
     assert untrained < 0.05 and trained > 0.4  # measured 0.001 and 0.68
+
+
+def _noisy_predictions(test, seed, false_positives=6, tied=False):
+    """Shifted boxes, some wrong labels and false positives at lower scores, as a trained detector's would be."""
+    rng = np.random.default_rng(seed)
+    predictions = []
+    for boxes, labels in zip(test.boxes, test.labels, strict=True):
+        shifted = boxes + rng.normal(0, 2.0, boxes.shape)
+        labels = np.where(rng.random(len(labels)) < 0.1, (labels + 1) % 10, labels)
+        corner = rng.uniform(0, 44, (false_positives, 2))
+        spurious = np.concatenate([corner, corner + rng.uniform(10, 20, (false_positives, 2))], axis=1)
+        scores = np.concatenate([rng.uniform(0.3, 1.0, len(boxes)), rng.uniform(0.01, 0.6, false_positives)])
+        if tied:
+            scores = np.round(scores * 16) / 16  # as few levels as an int8 output tensor: many ties across canvases
+        predictions.append((np.concatenate([shifted, spurious]), scores,
+                            np.concatenate([labels, rng.integers(0, 10, false_positives)])))  # fmt: skip
+    return predictions
+
+
+def test_resampled_map50_with_every_canvas_once_is_pycocotools_map50(sets):
+    _, test = sets
+    predictions = _noisy_predictions(test, seed=0, tied=True)
+    scores, evaluation = detection._coco_eval(test, predictions)
+    examples = detection.map50_examples(test, evaluation)
+    assert 0.3 < scores["map50"] < 0.95  # neither perfect nor hopeless
+    once = detection.resampled_map50(examples, np.ones((1, len(test.images))))
+    assert once[0] == pytest.approx(scores["map50"], abs=1e-12)
+    nothing = detection.map50_examples(test, None)  # nothing predicted: every draw scores 0, as coco_map does
+    assert np.all(detection.resampled_map50(nothing, np.ones((2, len(test.images)))) == 0.0)
+
+
+def test_resampled_map50_of_a_draw_is_pycocotools_map50_on_those_canvases(sets):
+    _, test = sets
+    predictions = _noisy_predictions(test, seed=1)  # untied scores: the ranking of copies is unambiguous
+    examples = detection.map50_examples(test, detection._coco_eval(test, predictions)[1])
+    counts = np.random.default_rng(2).multinomial(len(test.images), np.ones(len(test.images)) / len(test.images))
+    drawn = np.repeat(np.arange(len(test.images)), counts)  # canvases drawn twice appear twice
+    resample = detection.DetectionSet("drawn", test.images[drawn], [test.boxes[i] for i in drawn],
+                                      [test.labels[i] for i in drawn], [test.sources[i] for i in drawn])  # fmt: skip
+    expected = detection.coco_map(resample, [predictions[i] for i in drawn])["map50"]
+    assert detection.resampled_map50(examples, counts[np.newaxis])[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_detector_identical_to_fp32_has_a_zero_interval_and_a_worse_one_is_outside_the_noise(sets):
+    from tfcompress import tasks
+
+    _, test = sets
+    task = tasks.get("detection")
+    fp32 = detection.map50_examples(test, detection._coco_eval(test, _noisy_predictions(test, seed=0))[1])
+    same = task.intervals(fp32, fp32, seed=0)
+    assert same.delta.to_list() == [0.0, 0.0] and same.metric.low < same.metric.high
+    worse = _noisy_predictions(test, seed=0)
+    worse = [(boxes + 6.0, scores, labels) for boxes, scores, labels in worse]  # every box 6 px off: IoU drops
+    intervals = task.intervals(detection.map50_examples(test, detection._coco_eval(test, worse)[1]), fp32, seed=0)
+    assert intervals.delta.high < 0 and not intervals.delta.contains(0.0)  # in points of mAP@.5

@@ -93,8 +93,8 @@ def _small_npz(path, seed=0):
 
 
 def _quick(tmp_path, **kwargs):
-    defaults = dict(model="cnn", epochs=1, recipes=("fp32", "dynamic_range"), num_runs=3, warmup_runs=1,
-                    isolate=False, output_dir=str(tmp_path / "out"))  # fmt: skip
+    defaults = dict(model="cnn", epochs=1, recipes=("fp32", "dynamic_range"), num_runs=3, rounds=1,
+                    min_time_s=0.0, warmup_runs=1, isolate=False, output_dir=str(tmp_path / "out"))  # fmt: skip
     return from_flat(**(defaults | kwargs))
 
 
@@ -152,7 +152,7 @@ def test_a_plugin_recipe_gets_its_column_in_every_output(tmp_path):
 
 
 def test_the_python_api_takes_a_model_and_a_dataset_as_objects_even_in_child_processes(tmp_path, tiny_cnn, digits):
-    config = from_flat(recipes=("fp32", "int8"), num_runs=3, warmup_runs=1, isolate=True,
+    config = from_flat(recipes=("fp32", "int8"), num_runs=3, rounds=1, min_time_s=0.0, warmup_runs=1, isolate=True,
                        output_dir=str(tmp_path / "out"))  # fmt: skip
     results = tfc.run_study(config, model=tiny_cnn, dataset=digits)
     fp32, int8 = results.rows
@@ -191,8 +191,8 @@ class _Reversed(tfc.Executor):
 def test_a_custom_executor_plugs_into_the_loop_which_keeps_study_order_and_writes_results(tmp_path, tiny_cnn, digits):
     from tfcompress.study import InProcessExecutor
 
-    config = from_flat(recipes=("fp32", "dynamic_range", "float16", "int8"), num_runs=3, warmup_runs=1,
-                       isolate=False, output_dir=str(tmp_path / "out"))  # fmt: skip
+    config = from_flat(recipes=("fp32", "dynamic_range", "float16", "int8"), num_runs=3, rounds=1, min_time_s=0.0,
+                       warmup_runs=1, isolate=False, output_dir=str(tmp_path / "out"))  # fmt: skip
     prepared = job_lib.prepare(config, lambda _: None, 0, tiny_cnn, digits)
     executor = _Reversed(InProcessExecutor(config, prepared))
     results = tfc.run_study(config, model=tiny_cnn, dataset=digits, executor=executor)

@@ -18,7 +18,9 @@ PLUGINS = ("tests.plugin_recipes",)
 
 
 def _config(tmp_path, **kwargs):
-    defaults = dict(dataset="digits", epochs=1, num_runs=3, warmup_runs=0, plugins=PLUGINS, isolate=True)
+    defaults = dict(
+        dataset="digits", epochs=1, num_runs=3, rounds=1, min_time_s=0.0, warmup_runs=0, plugins=PLUGINS, isolate=True
+    )
     return from_flat(output_dir=str(tmp_path / "out"), **(defaults | kwargs))
 
 
@@ -31,6 +33,9 @@ def test_a_native_abort_is_a_failed_row_and_the_study_goes_on(tmp_path):
     assert rows["raise_for_test"].error == "RuntimeError: this recipe always fails"
     assert rows["fp32"].ok and rows["int8"].ok
     assert 0.9 <= rows["int8"].agreement <= 1.0  # the baseline's predictions reached the isolated int8 run
+    low, high = rows["int8"].metric_delta_ci  # and so did its per-example correctness, for the paired bootstrap
+    assert low <= (rows["int8"].metric - rows["fp32"].metric) * 100 <= high and high - low < 5
+    assert rows["fp32"].metric_delta_ci == [0.0, 0.0] and rows["fp32"].metric_ci[0] <= rows["fp32"].metric
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith((".work", ".tmp", ".transforms"))]
 
 
@@ -47,6 +52,9 @@ def test_isolated_rows_equal_in_process_rows(tmp_path):
     in_process = run(_config(tmp_path / "b", recipes=("prune:0.5>int8",), finetune_epochs=1, isolate=False))
     for a, b in zip(isolated.rows, in_process.rows, strict=True):
         assert (a.recipe, a.status, a.metric, a.agreement) == (b.recipe, b.status, b.metric, b.agreement)
+        assert (a.metric_ci, a.metric_delta_ci, a.delta_within_noise) == (
+            b.metric_ci, b.metric_delta_ci, b.delta_within_noise
+        )  # fmt: skip
         assert a.extras.get("sparsity") == b.extras.get("sparsity")
         # Tensor names in the file differ (Keras numbers layers per process), so sizes differ by a few bytes.
         assert a.size_bytes == pytest.approx(b.size_bytes, rel=0.001)
@@ -54,8 +62,9 @@ def test_isolated_rows_equal_in_process_rows(tmp_path):
 
 def _study_command(out):
     # In-process recipes (--noisolate): a kill of the study itself is what this tests, and it is 3x faster.
-    return [sys.executable, "-m", "experiments.study", "--dataset=digits", "--epochs=1", "--num_runs=3",
-            "--noisolate", "--recipes=fp32,dynamic_range,float16,int8,int16x8", f"--output_dir={out}"]  # fmt: skip
+    return [sys.executable, "-m", "experiments.study", "--dataset=digits", "--epochs=1", "--num_runs=3", "--rounds=1",
+            "--min_time_s=0", "--noisolate", "--recipes=fp32,dynamic_range,float16,int8,int16x8",
+            f"--output_dir={out}"]  # fmt: skip
 
 
 def _rows(out):

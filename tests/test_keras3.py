@@ -25,8 +25,9 @@ def saved(tmp_path_factory):
 
 def _study(tmp_path, model, recipes, **kwargs):
     lines = []
-    config = from_flat(model=str(model), dataset="digits", recipes=recipes, num_runs=3, warmup_runs=1,
-                       finetune_epochs=1, isolate=False, output_dir=str(tmp_path / "out"), **kwargs)  # fmt: skip
+    config = from_flat(model=str(model), dataset="digits", recipes=recipes, num_runs=3, rounds=1,
+                       min_time_s=0.0, warmup_runs=1, finetune_epochs=1, isolate=False,
+                       output_dir=str(tmp_path / "out"), **kwargs)  # fmt: skip
     return run(config, progress=lines.append), lines
 
 
@@ -114,8 +115,8 @@ def test_an_in_memory_keras3_model_goes_through_run_study_in_child_processes(sav
 
     out, _ = saved
     model = keras.saving.load_model(str(out / "functional.keras"))
-    config = from_flat(dataset="digits", recipes=("fp32", "prune"), num_runs=3, warmup_runs=1, finetune_epochs=1,
-                       output_dir=str(tmp_path / "out"))  # fmt: skip
+    config = from_flat(dataset="digits", recipes=("fp32", "prune"), num_runs=3, rounds=1, min_time_s=0.0, warmup_runs=1,
+                       finetune_epochs=1, output_dir=str(tmp_path / "out"))  # fmt: skip
     results = run(config, model=model)
     fp32, prune = results.rows
     assert [fp32.status, prune.status] == [Status.OK, Status.OK], [r.error for r in results.rows]

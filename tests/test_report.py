@@ -3,7 +3,7 @@
 import pytest
 
 from tfcompress.measure.latency import LatencyStats
-from tfcompress.study import report, results
+from tfcompress.study import latency_report, report, results
 from tfcompress.study.results import Results, Row, Status
 
 
@@ -14,9 +14,11 @@ def _results():
     common = dict(task="classification", model="cnn", params=100_000, metric_name="accuracy")
     rows = [
         Row(recipe="fp32", size_bytes=400_000, gzip_bytes=360_000, bytes_per_param=4.0, metric=0.97,
-            agreement=1.0, latency=[lat(1, 2.0), lat(2, 1.0)], **common),
+            agreement=1.0, metric_ci=[0.959, 0.98], metric_delta_ci=[0.0, 0.0], delta_within_noise=True,
+            latency=[lat(1, 2.0), lat(2, 1.0)], **common),
         Row(recipe="int8", size_bytes=100_000, gzip_bytes=80_000, bytes_per_param=1.0, metric=0.965,
-            agreement=0.99, latency=[lat(1, 1.0), lat(2, 0.5)], extras={"calibration": 200}, **common),
+            agreement=0.99, metric_ci=[0.953, 0.976], metric_delta_ci=[-1.1, 0.1], delta_within_noise=True,
+            latency=[lat(1, 1.0), lat(2, 0.5)], extras={"calibration": 200}, **common),
         Row(task="classification", model="cnn", recipe="int16x8", status=Status.FAILED,
             error="latency at 1 thread(s): killed by signal SIGABRT"),
     ]  # fmt: skip
@@ -30,6 +32,8 @@ def test_results_round_trip_through_json(tmp_path):
     loaded = results.load(str(path))
     assert loaded.to_dict() == original.to_dict()
     assert loaded.rows[1].extras == {"calibration": 200}
+    assert loaded.rows[1].metric_delta_ci == [-1.1, 0.1] and loaded.rows[1].delta_within_noise is True
+    assert loaded.rows[0].metric_ci == [0.959, 0.98]
     assert loaded.rows[2].status is Status.FAILED
     assert report.format_table(loaded) == report.format_table(original)
 
@@ -42,10 +46,24 @@ def test_table_has_every_row_and_column_with_ratios_vs_fp32():
     assert [c[0] for c in cells] == ["fp32", "int8", "int16x8"]
     int8 = dict(zip(headers, cells[1], strict=True))
     assert int8["size x fp32"] == "0.250"
-    assert int8["vs fp32"] == "-0.50 pt"
+    assert int8["vs fp32"] == "-0.50 pt [-1.10, +0.10] noise"  # the interval holds 0
+    assert dict(zip(headers, cells[0], strict=True))["vs fp32"] == "+0.00 pt"  # fp32 itself: no interval
     assert int8["speed-up (1t)"] == "2.00x" and int8["speed-up (2t)"] == "2.00x"
     failed = dict(zip(headers, cells[2], strict=True))
     assert failed["status"] == "failed" and "SIGABRT" in failed["note"]
+
+
+def test_a_change_outside_its_interval_is_not_marked_and_the_report_says_what_the_mark_means():
+    base = _results()
+    int8 = base.rows[1]
+    int8.metric, int8.metric_delta_ci, int8.delta_within_noise = 0.94, [-4.2, -1.9], False
+    headers, cells = report.table(base)
+    assert dict(zip(headers, cells[1], strict=True))["vs fp32"] == "-3.00 pt [-4.20, -1.90]"
+    int8.metric_delta_ci = int8.delta_within_noise = None  # a results.json written before the intervals
+    assert dict(zip(headers, report.table(base)[1][1], strict=True))["vs fp32"] == "-3.00 pt"
+    text = report.to_markdown(_results())
+    assert "| -0.50 pt [-1.10, +0.10] noise |" in text
+    assert "`noise` marks a change whose interval holds 0" in text and "paired bootstrap" in text
 
 
 @pytest.mark.parametrize("fmt", ["github", "latex", "csv", "simple"])
@@ -85,7 +103,7 @@ def test_lab_table_explains_latency_from_macs_peak_delegation_and_threads():
     int8.latency = [dataclasses.replace(s, delegated_ops=5, total_ops=7, undelegated={"TOPK_V2": 1, "CUMSUM": 1})
                     for s in int8.latency]  # fmt: skip
     base.environment["peak"] = {"1": {"peak_gflops": 20.0, "threads": 1, "method": "numpy float32 matmul"}}
-    headers, cells = report.lab_table(base)
+    headers, cells = latency_report.lab_table(base)
     by_recipe = {line[0]: dict(zip(headers, line, strict=True)) for line in cells}
     assert set(by_recipe) == {"fp32", "int8"}  # a failed row has nothing to explain
     # 5 M MACs = 10 M flops in 2 ms: 5 GFLOP/s, a quarter of the 20 GFLOP/s peak.
@@ -95,4 +113,40 @@ def test_lab_table_explains_latency_from_macs_peak_delegation_and_threads():
     assert by_recipe["int8"]["left to default kernels"] == "CUMSUM x1, TOPK_V2 x1"
     # Twice the threads, half the time: perfect scaling.
     assert by_recipe["fp32"]["scaling (2t)"] == "1.00"
-    assert "float32 peak at 1 thread(s): 20.0 GFLOP/s" in report.to_markdown(base)
+    assert "float32 matmul peak at 1 thread(s): 20.0 GFLOP/s" in report.to_markdown(base)  # an older file's peak
+
+
+def _timed(median, low, high, runtime="interpreter", **kw):
+    return LatencyStats(1, median, median, median, median, 0.0, 300, runtime=runtime, rounds=3, ci_low_ms=low,
+                        ci_high_ms=high, **kw)  # fmt: skip
+
+
+def test_the_table_shows_each_median_with_its_interval_and_a_speedup_inside_the_noise_as_such():
+    base = _results()
+    fp32, int8, _ = base.rows
+    fp32.latency = [_timed(2.0, 1.96, 2.04), _timed(2.2, 2.1, 2.3, "compiled_model")]
+    int8.latency = [_timed(1.98, 1.94, 2.02), _timed(1.0, 0.99, 1.01, "compiled_model", overhead_bound=True)]
+    headers, cells = report.table(base)
+    by_recipe = {line[0]: dict(zip(headers, line, strict=True)) for line in cells}
+    # Both runtimes get their own columns; each median shows its 95% interval's half-width.
+    assert by_recipe["fp32"]["p50 ms (1t, interpreter)"] == "2.000 ±2.0%"
+    assert by_recipe["int8"]["p50 ms (1t, compiled_model)"] == "1.000 ±1.0% overhead"
+    # 2.00 / 1.98 ms, each +-2%: a 1.01x "speed-up" that the intervals cannot tell from none.
+    assert by_recipe["int8"]["speed-up (1t, interpreter)"] == "1.01x noise"
+    assert by_recipe["int8"]["speed-up (1t, compiled_model)"] == "2.20x"
+    assert by_recipe["fp32"]["speed-up (1t, interpreter)"] == "1.00x"
+
+
+def test_the_lab_divides_by_the_roof_of_the_rows_data_type():
+    base = _results()
+    fp32, int8, _ = base.rows
+    fp32.latency = [_timed(2.0, 1.9, 2.1, roof="fp32", roof_gflops=100.0, gflops=5.0, roofline=0.05)]
+    int8.latency = [_timed(1.0, 0.9, 1.1, roof="int8", roof_gflops=1000.0, gflops=10.0, roofline=0.01)]
+    base.environment["peak"] = {"fp32": {"1": {"interpreter": {"gflops": 100.0, "shape": "fc"}}},
+                                "int8": {"1": {"interpreter": {"gflops": 1000.0, "shape": "fc"}}}}  # fmt: skip
+    headers, cells = latency_report.lab_table(base)
+    by_recipe = {line[0]: dict(zip(headers, line, strict=True)) for line in cells}
+    assert by_recipe["fp32"]["roof GFLOP/s"] == "fp32 100" and by_recipe["fp32"]["roofline (1t)"] == "5%"
+    assert by_recipe["int8"]["roof GFLOP/s"] == "int8 1000" and by_recipe["int8"]["roofline (1t)"] == "1%"
+    notes = report.to_markdown(base)
+    assert "int8 roof at 1 thread(s), interpreter: 1000.0 GFLOP/s (fc)" in notes

@@ -20,6 +20,8 @@ def _config(tmp_path, **kwargs):
         epochs=3,
         recipes=("fp32", "dynamic_range", "int8"),
         num_runs=5,
+        rounds=1,
+        min_time_s=0.0,
         warmup_runs=1,
         isolate=False,  # in-process, so monkeypatched helpers apply; tests/test_isolation.py covers isolation
     )
@@ -48,8 +50,18 @@ def test_every_recipe_gives_an_ok_row_with_measurements(study):
         assert all(s.runs == 5 for s in row.latency)
         assert row.macs == macs.tflite_macs(path.read_bytes()) > 0
         assert all(s.delegated_ops == s.total_ops for s in row.latency), row.latency  # XNNPACK takes this CNN
-    peaks = results.environment["peak"]
-    assert set(peaks) == {"1", "2"} and all(p["peak_gflops"] > 0 for p in peaks.values())
+    peaks = results.environment["peak"]  # a roof per data type, thread count and runtime
+    assert set(peaks) == set(macs.DTYPES)
+    assert all(peaks[d][t]["interpreter"]["gflops"] > 0 for d in peaks for t in ("1", "2"))
+    for row in results.rows:
+        assert row.compute_dtype == {"fp32": "fp32", "dynamic_range": "dynamic_range", "int8": "int8"}[row.recipe]
+        for s in row.latency:  # each latency divides by the roof of the data type its MACs run in
+            assert (
+                s.roof == row.compute_dtype and s.roof_gflops == peaks[s.roof][str(s.threads)]["interpreter"]["gflops"]
+            )
+            assert s.roofline == pytest.approx(2 * row.macs / (s.median_ms * 1e-3) / 1e9 / s.roof_gflops)
+            assert s.ci_low_ms <= s.median_ms <= s.ci_high_ms and s.overhead_bound in (True, False)
+    assert set(results.environment["overhead"]["interpreter"]) == {"1", "2"}
     assert "int8_dot_product" in results.environment["cpu_features"]
 
 
@@ -82,6 +94,64 @@ def test_results_json_matches_the_schema(study):
     for name in ("results.csv", "report.md", "size_vs_metric.png", "latency.png"):
         assert (out / name).stat().st_size > 0
     assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def test_each_rows_metric_is_its_saved_tflite_scored_on_the_test_split(study):
+    from tfcompress import tasks
+    from tfcompress.measure.evaluate import run_tflite
+    from tfcompress.study import StudyConfig
+    from tfcompress.study.cache import ModelCache
+
+    out, _, _ = study
+    saved = json.loads((out / "results.json").read_text())
+    config = StudyConfig.from_dict(saved["config"])  # the data as the study prepared it, from the file alone
+    task = tasks.get(config.task)
+    dataset = task.load_data(config.setup(ModelCache(config.run.models_dir)))
+    rows = [row for row in saved["rows"] if row["status"] == "ok"]
+    assert [row["recipe"] for row in rows] == ["fp32", "dynamic_range", "int8"]
+    for row in rows:
+        score = task.score(run_tflite(str(out / row["tflite_path"]), dataset.x_test), dataset)
+        assert score.metric == row["metric"], row["recipe"]
+
+
+def test_every_row_carries_its_metrics_interval_and_its_paired_difference_to_fp32(study):
+    out, results, _ = study
+    saved = json.loads((out / "results.json").read_text())
+    for row, kept in zip(saved["rows"], results.rows, strict=True):
+        low, high = row["metric_ci"]  # about +-2 points on the digits' 360 test images
+        assert low <= row["metric"] <= high and 0 < high - low < 0.1
+        assert (row["metric_delta_ci"], row["delta_within_noise"]) == (kept.metric_delta_ci, kept.delta_within_noise)
+        assert not [key for key in row if key.startswith("_")]  # per-example arrays are never saved
+    fp32 = results.rows[0]
+    assert fp32.metric_delta_ci == [0.0, 0.0] and fp32.delta_within_noise is True
+    for row in results.rows[1:]:
+        low, high = row.metric_delta_ci  # in points, as the report shows accuracy's change
+        assert low <= (row.metric - fp32.metric) * 100 <= high and high - low < 5
+        assert row.delta_within_noise is (low <= 0 <= high)
+        if row.agreement == 1.0:  # the same predictions as fp32 on every example: no difference in any draw
+            assert [low, high] == [0.0, 0.0]
+
+
+def test_a_row_identical_to_fp32_is_within_noise_and_a_clearly_worse_one_is_not(study, tmp_path):
+    from tfcompress.study import InProcessExecutor, report
+    from tfcompress.study import job as job_lib
+    from tfcompress.study.executor import Job, Reference
+    from tfcompress.study.results import Results
+
+    out, _, _ = study
+    config = _config(tmp_path, recipes=("tagged_for_test", "shifted_for_test"), plugins=("tests.plugin_recipes",),
+                     cache_dir=str(out / "models"))  # fmt: skip
+    prepared = job_lib.prepare(config, lambda _: None, 0)  # the study's trained CNN, from its cache
+    jobs = [Job(i, p, job_lib.skeleton(config, prepared, p)) for i, p in enumerate(config.pipelines())]
+    executor = InProcessExecutor(config, prepared)  # the rows' metrics, as the study's loop gets them (no latency)
+    baseline = next(executor.run(jobs[:1], Reference()))
+    fp32, (same, worse) = baseline.row, [o.row for o in executor.run(jobs[1:], baseline.outputs)]
+    assert same.metric == fp32.metric and same.metric_delta_ci == [0.0, 0.0] and same.delta_within_noise is True
+    low, high = worse.metric_delta_ci  # every digit named as the next one: accuracy falls to about 0
+    assert worse.metric < 0.2 and high < -50 and worse.delta_within_noise is False
+    table = report.format_table(Results({}, {}, [fp32, same, worse]))
+    assert "+0.00 pt [+0.00, +0.00] noise" in table
+    assert f"{(worse.metric - fp32.metric) * 100:+.2f} pt [{low:+.2f}, {high:+.2f}] " in table  # no mark
 
 
 def test_progress_has_a_line_per_recipe(study):
@@ -181,9 +251,10 @@ def test_resume_keeps_finished_rows_and_runs_the_rest(tmp_path):
     assert [r.recipe for r in resumed.rows] == ["fp32", "dynamic_range", "int8"]
     assert sum("[kept from the earlier run]" in line for line in lines) == 2
     for a, b in zip(full.rows, resumed.rows, strict=True):
-        assert (a.recipe, a.status, a.size_bytes, a.metric, a.agreement) == (
-            b.recipe, b.status, b.size_bytes, b.metric, b.agreement
+        assert (a.recipe, a.status, a.size_bytes, a.metric, a.agreement, a.metric_delta_ci) == (
+            b.recipe, b.status, b.size_bytes, b.metric, b.agreement, b.metric_delta_ci
         )  # fmt: skip
+    assert resumed.rows[2].metric_delta_ci is not None  # int8 ran against the kept fp32 row's recomputed outputs
 
 
 def test_resume_refuses_results_of_another_configuration(tmp_path):
@@ -192,10 +263,20 @@ def test_resume_refuses_results_of_another_configuration(tmp_path):
         run(_config(tmp_path, epochs=1, recipes=("fp32",), seed=1, resume=True))
 
 
-def test_fail_fast_stops_at_the_first_failed_row(tmp_path, monkeypatch):
+def test_fail_fast_stops_at_the_first_failed_row(tmp_path):
+    config = _config(tmp_path, epochs=1, fail_fast=True, plugins=("tests.plugin_recipes",),
+                     recipes=("fp32", "raise_for_test", "int8"))  # fmt: skip
+    results = run(config)
+    assert [(r.recipe, r.status.value) for r in results.rows] == [("fp32", "ok"), ("raise_for_test", "failed")]
+    assert results.rows[0].latency  # the rows finished before the stop are still timed
+
+
+def test_a_latency_crash_after_every_row_is_built_fails_only_its_row(tmp_path, monkeypatch):
     _abort_latency_of(monkeypatch, "dynamic_range.tflite")
     results = run(_config(tmp_path, epochs=1, fail_fast=True))
-    assert [(r.recipe, r.status.value) for r in results.rows] == [("fp32", "ok"), ("dynamic_range", "failed")]
+    status = {r.recipe: r.status.value for r in results.rows}
+    assert status == {"fp32": "ok", "dynamic_range": "failed", "int8": "ok"}  # timing comes last: nothing to stop
+    assert "killed by signal SIGABRT" in results.rows[1].error
 
 
 def test_language_task_reports_bits_per_char_measured_on_the_tflite(tmp_path):
@@ -211,8 +292,67 @@ def test_language_task_reports_bits_per_char_measured_on_the_tflite(tmp_path):
     assert fp32.ok and fp32.metric_name == "bits_per_char" and 0 < fp32.metric < 6  # uniform over ~90 chars: 6.5
     assert fp32.extras["perplexity"] == pytest.approx(2**fp32.metric)
     assert rows["dynamic_range"].ok and rows["dynamic_range"].metric == pytest.approx(fp32.metric, rel=0.01)
-    int16 = rows["int16x8"]  # the runtime cannot run LayerNorm in int16: reported as it is
-    assert int16.ok or (int16.status is Status.FAILED and int16.error)
+    low, high = rows["dynamic_range"].metric_delta_ci  # in bits per character: windows resampled, paired
+    assert low <= rows["dynamic_range"].metric - fp32.metric <= high and high - low < 0.05
+    int16 = rows["int16x8"]  # it converts, but the runtime has no int16 kernel for LayerNorm's squared difference
+    assert int16.status is Status.FAILED and int16.size_bytes > 0 and int16.metric is None
+    assert int16.error.startswith("RuntimeError: SquaredDifference only supports FLOAT32 and INT32")
+    assert "(SQUARED_DIFFERENCE) failed to invoke" in int16.error
     assert rows["prune:0.5"].ok and rows["prune:0.5"].extras["sparsity"] > 0.3
     report = (tmp_path / "out" / "report.md").read_text()
     assert "lower is better" in report
+
+
+@pytest.fixture
+def nan_task(monkeypatch):
+    """tests/plugin_tasks.py's task whose metric is NaN, registered for one test (the registry is restored after)."""
+    from tfcompress.tasks import base
+
+    monkeypatch.setattr(base, "_TASKS", dict(base._TASKS))
+    monkeypatch.delitem(sys.modules, "tests.plugin_tasks", raising=False)  # so importing it registers it again
+    return "tests.plugin_tasks"
+
+
+def _refuse_non_finite(constant):
+    raise ValueError(f"results.json holds {constant}, which is not JSON")
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["in_process", "isolated"])
+def test_a_nan_metric_is_a_failed_row_and_results_json_stays_valid(tmp_path, nan_task, isolate):
+    config = _config(tmp_path, task="nan_metric_for_test", epochs=1, recipes=("fp32", "dynamic_range"), num_runs=2,
+                     warmup_runs=0, plugins=(nan_task,), isolate=isolate)  # fmt: skip
+    results = run(config)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text(), parse_constant=_refuse_non_finite)
+    assert [row["recipe"] for row in saved["rows"]] == ["fp32", "dynamic_range"]
+    for row, kept in zip(saved["rows"], results.rows, strict=True):
+        assert row["status"] == "failed" and kept.status is Status.FAILED
+        assert row["metric"] is None and row["nan_extra"] is None
+        assert "metric nan_accuracy is nan (not finite)" in row["error"], row["error"]
+        assert "nan_extra is nan (not finite)" in row["error"]
+        assert row["size_bytes"] > 0 and 0.9 <= row["agreement"] <= 1  # what is finite is still there
+    assert "keras_metric is nan (not finite)" in saved["rows"][0]["error"]  # the Keras model's own metric too
+    assert (tmp_path / "out" / "report.md").stat().st_size > 0
+
+
+def test_every_value_that_is_not_finite_is_nulled_and_named():
+    import numpy as np
+
+    from tfcompress.measure.latency import LatencyStats
+    from tfcompress.study.results import Row, fail_non_finite
+
+    stats = LatencyStats(threads=2, median_ms=float("inf"), p90_ms=1.0, p99_ms=1.0, mean_ms=1.0, std_ms=0.0, runs=3)
+    extras = {"layer_sparsity": {"conv": np.float32("nan"), "dense": 0.5}, "runs": [1, -np.inf], "flag": True}
+    row = Row("classification", "cnn", "prune", error="latency at 1 thread(s): timed out", metric_name="accuracy",
+              metric=0.5, agreement=float("nan"), latency=[stats], extras=extras)  # fmt: skip
+    fail_non_finite(row)
+    assert row.status is Status.FAILED and row.metric == 0.5
+    assert row.agreement is None
+    assert row.extras == {"layer_sparsity": {"conv": None, "dense": 0.5}, "runs": [1, None], "flag": True}
+    assert row.latency[0].median_ms is None and row.latency[0].p90_ms == 1.0
+    assert row.error == (
+        "latency at 1 thread(s): timed out; agreement is nan (not finite); layer_sparsity.conv is nan (not finite); "
+        + "runs[1] is -inf (not finite); latency at 2 thread(s): median_ms is inf (not finite)"
+    )
+    json.dumps(row.to_dict(), allow_nan=False)
+    before = row.error
+    assert fail_non_finite(row).error == before  # a second pass finds nothing

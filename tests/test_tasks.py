@@ -1,5 +1,6 @@
 """The task registry, the tolerance rule, and the combined report of --task=all."""
 
+import numpy as np
 import pytest
 
 from tfcompress import tasks
@@ -48,6 +49,43 @@ def test_tolerance_is_one_point_for_fractions_and_one_percent_otherwise(metric, 
     assert tasks.metric(metric).within(value, reference) is within
 
 
+def test_each_tasks_per_example_contributions_recompute_its_metric():
+    from tfcompress.data import Dataset
+    from tfcompress.tasks import generative
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 200)
+    digits = Dataset("d", np.zeros((1, 2)), labels[:1], np.zeros((200, 2)), labels, 10)
+    accuracy = tasks.get("classification").score(rng.normal(size=(200, 10)), digits)
+    np.testing.assert_array_equal(accuracy.examples.arrays["values"], accuracy.predictions == labels)
+    text = Dataset("t", np.zeros((1, 8)), np.zeros((1, 8)), np.zeros((30, 8)), rng.integers(0, 5, (30, 8)), 5)
+    bits = tasks.get("language").score(rng.normal(size=(30, 8, 5)), text)
+    assert bits.examples.count == 30  # one value per window of 8 characters, not per character
+    for name, score in [("classification", accuracy), ("language", bits)]:
+        everyone_once = np.ones((1, score.examples.count))
+        assert tasks.get(name).resampled(score.examples, everyone_once)[0] == pytest.approx(score.metric, rel=1e-12)
+    images = rng.random((50, 28, 28, 1))
+    noisy = np.clip(images + rng.normal(0, 0.1, images.shape), 0, 1)
+    per_image = generative.psnr_per_image(noisy, images)  # the generative task's examples: PSNR is a mean of these
+    assert per_image.shape == (50,) and np.mean(per_image) == generative.psnr(noisy, images)
+
+
+def test_an_infinite_per_example_value_gives_no_interval_rather_than_a_nan():
+    generative = tasks.get("generative")
+    exact = tasks.Examples.of_mean([np.inf, 20.0, 21.0, 22.0])  # an image decoded exactly: infinite PSNR
+    finite = tasks.Examples.of_mean([19.0, 20.0, 21.0, 22.0])
+    intervals = generative.intervals(exact, finite, seed=0)
+    assert intervals.metric is None and intervals.delta is None  # results.json is strict JSON: null, not NaN
+    assert generative.intervals(finite, finite, seed=0).delta.to_list() == [0.0, 0.0]
+
+
+def test_a_change_is_shown_with_its_interval_in_the_same_units():
+    accuracy, psnr = tasks.metric("accuracy"), tasks.metric("psnr_db")
+    assert accuracy.delta(0.974, 0.970, [-0.15, 0.95]) == "+0.40 pt [-0.15, +0.95]"
+    assert psnr.delta(19.8, 20.0, [-0.3, -0.1]) == "-1.00% [-1.50, -0.50]"  # dB, shown as % of fp32's 20 dB
+    assert accuracy.tolerance(0.97) == pytest.approx(0.01) and psnr.tolerance(20.0) == pytest.approx(0.2)
+
+
 def _row(recipe, size, metric, median_ms, status=Status.OK, metric_name="accuracy"):
     latency = [LatencyStats(threads=1, median_ms=median_ms, p90_ms=median_ms, p99_ms=median_ms,
                             mean_ms=median_ms, std_ms=0.0, runs=10)]  # fmt: skip
@@ -74,6 +112,25 @@ def test_summary_picks_the_smallest_and_fastest_rows_within_tolerance():
     assert cells[1][0] == "lora" and "could not run" in cells[1]
     text = overview.to_markdown([outcome, overview.TaskOutcome("lora", None, "DataError: bad", 1.0)])
     assert "## classification" in text and "Could not run: DataError: bad" in text
+
+
+def test_summary_says_when_the_tolerance_is_tighter_than_the_noise_of_fp32s_metric():
+    rows = [_row("fp32", 1000, 0.970, 1.0), _row("int8", 250, 0.962, 0.3)]
+    rows[0].metric_ci = [0.955, 0.984]  # +-1.45 points on a small test split: wider than the 1-point tolerance
+    headers, cells = overview.summary_table([overview.TaskOutcome("classification", Results({}, {}, rows), None, 1.0)])
+    line = dict(zip(headers, cells[0], strict=True))
+    assert line["fp32 noise"] == "±1.45 pt" and line["tolerance"] == "1 pt (tighter than the noise)"
+    assert line["smallest within tolerance"] == "int8"  # still chosen by the metric itself, 0.8 points worse
+    rows[0].metric_ci = [0.966, 0.974]  # a large test split: +-0.4 points resolves the tolerance
+    _, cells = overview.summary_table([overview.TaskOutcome("classification", Results({}, {}, rows), None, 1.0)])
+    assert dict(zip(headers, cells[0], strict=True))["tolerance"] == "1 pt"
+    psnr = [_row("fp32", 1000, 20.0, 1.0, metric_name="psnr_db")]
+    psnr[0].metric_ci = [19.5, 20.5]  # +-2.5% of 20 dB against a 1% tolerance
+    _, cells = overview.summary_table([overview.TaskOutcome("generative", Results({}, {}, psnr), None, 1.0)])
+    line = dict(zip(headers, cells[0], strict=True))
+    assert line["fp32 noise"] == "±2.50%" and line["tolerance"] == "1% (tighter than the noise)"
+    text = overview.to_markdown([overview.TaskOutcome("generative", Results({}, {}, psnr), None, 1.0)])
+    assert "1% (tighter than the noise)" in text  # in the table, beyond the legend's mention
 
 
 def test_lower_is_better_metrics_pick_the_lowest(monkeypatch):
@@ -125,7 +182,9 @@ def test_task_all_refuses_a_model_or_recipes(capsys):
 def _study(tmp_path, **kwargs):
     from tfcompress.study import from_flat, run
 
-    defaults = dict(epochs=1, num_runs=3, warmup_runs=1, isolate=False, output_dir=str(tmp_path / "out"))
+    defaults = dict(
+        epochs=1, num_runs=3, rounds=1, min_time_s=0.0, warmup_runs=1, isolate=False, output_dir=str(tmp_path / "out")
+    )
     return run(from_flat(**(defaults | kwargs)))
 
 
@@ -140,7 +199,10 @@ def test_detection_task_scores_coco_map_on_each_tflite(tmp_path, monkeypatch):
         assert row.metric_name == "map50" and 0.0 <= row.metric <= 1.0
         assert 0.0 <= row.extras["map"] <= row.metric  # mAP@[.5:.95] never exceeds mAP@.5
         assert row.agreement is None  # boxes have no top-1 to agree on
+        assert row.metric_ci[0] <= row.metric <= row.metric_ci[1]  # canvases resampled, mAP@.5 recomputed
     fp32, int8 = results.rows
+    low, high = int8.metric_delta_ci  # in points of mAP@.5, paired on the same resampled canvases
+    assert low <= (int8.metric - fp32.metric) * 100 <= high and int8.delta_within_noise is (low <= 0 <= high)
     assert int8.size_bytes < 0.35 * fp32.size_bytes
 
 
@@ -150,7 +212,8 @@ def test_generative_task_measures_the_tflite_decoder(tmp_path):
     assert fp32.ok and float16.ok, (fp32.error, float16.error)
     assert fp32.metric_name == "psnr_db" and 10.0 < fp32.metric < 60.0  # a blank image scores about 9 dB here
     assert float16.metric == pytest.approx(fp32.metric, abs=0.5)
-    assert 0.0 <= fp32.extras["sample_accuracy"] <= 1.0  # one epoch of VAE training: blurry, maybe unreadable
+    low, high = float16.metric_delta_ci  # in dB: the same test digits resampled for both decoders
+    assert low <= float16.metric - fp32.metric <= high and fp32.metric_ci[0] <= fp32.metric <= fp32.metric_ci[1]
     assert float16.size_bytes < 0.6 * fp32.size_bytes
     cache = sorted(p.name for p in (tmp_path / "out" / "models").iterdir())
     assert any(name.startswith("vae-") for name in cache) and any(name.startswith("cnn-mnist5k") for name in cache)
@@ -164,6 +227,32 @@ def test_generative_task_measures_the_tflite_decoder(tmp_path):
     dataset = task.load_data(config.setup(ModelCache(str(tmp_path / "out" / "models"))))
     perfect = task.score(dataset.y_test, dataset)
     assert perfect.metric == float("inf") and perfect.extras["sample_accuracy"] > 0.7
+    # The fp32 row's sample accuracy is the judge's on its saved .tflite decoder's images, clipped to [0, 1].
+    from tfcompress.measure.evaluate import run_tflite
+
+    judge, labels = dataset.meta["classifier"], dataset.meta["labels"]
+    decoded = np.clip(run_tflite(str(tmp_path / "out" / fp32.tflite_path), dataset.x_test), 0.0, 1.0)
+    judged = np.argmax(judge.predict(decoded, verbose=0), axis=-1)
+    assert fp32.extras["sample_accuracy"] == pytest.approx(np.mean(judged == labels))
+
+
+def test_sample_accuracy_is_the_share_of_decoded_images_the_judge_reads_as_their_digit():
+    from tfcompress._keras import keras
+    from tfcompress.data import Dataset
+
+    # A judge that reads the digit off the first row of pixels: class k's logit is pixel (0, k).
+    judge = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, use_bias=False)])
+    kernel = np.zeros((28 * 28, 10), np.float32)
+    kernel[np.arange(10), np.arange(10)] = 1.0
+    judge.layers[-1].set_weights([kernel])
+    decoded = np.zeros((4, 28, 28, 1), np.float32)
+    for image, digit in enumerate([3, 1, 4, 1]):
+        decoded[image, 0, digit] = 1.0
+    decoded[3, 0, 7] = 5.0  # brighter than white: shown clipped to 1.0, it ties with digit 1 and argmax keeps 1
+    labels = np.array([3, 1, 5, 1])  # the third image is read as 4, not its digit 5
+    dataset = Dataset("four", decoded, decoded, decoded, decoded, 0, meta={"labels": labels, "classifier": judge})
+    score = tasks.get("generative").score(decoded, dataset)
+    assert score.extras["sample_accuracy"] == 0.75
 
 
 def test_lora_task_adapts_the_pretrained_language_model(tmp_path):

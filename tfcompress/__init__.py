@@ -30,6 +30,7 @@ from tfcompress.fields import Column, param
 from tfcompress.loading import load_model
 from tfcompress.measure.evaluate import accuracy, run_tflite, top1
 from tfcompress.measure.latency import LatencyError, LatencyStats, measure_latency
+from tfcompress.measure.rounds import Timing, interleaved
 from tfcompress.measure.tflite_graph import weight_stats
 from tfcompress.models import ModelError, build_cnn, train
 from tfcompress.recipes import (
@@ -105,6 +106,8 @@ __all__ = [
     "load_npz",
     "load_results",
     "measure_latency",
+    "interleaved",
+    "Timing",
     "param",
     "parse",
     "parse_recipes",

@@ -7,6 +7,9 @@ import signal
 import sys
 import tempfile
 
+# What the TFLite converter prints on every quantized conversion, and nothing a user needs.
+CONVERTER_NOTICES = re.compile(r"^fully_quantize: \d|^WARNING: All log messages before absl")
+
 
 def die_with_parent(parent_pid: int) -> None:
     """Asks Linux to SIGKILL this process when its parent dies; exits if the parent is already gone."""

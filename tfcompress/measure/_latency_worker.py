@@ -1,8 +1,10 @@
 """Child process of ``tfcompress.benchmark.measure_latency``.
 
-Usage: python -I tfcompress/_latency_worker.py '{"path": ..., "threads": 1, ...}'
+Usage: python -I tfcompress/measure/_latency_worker.py '{"path": ..., "threads": 1, "runtime": "interpreter", ...}'
 
-Prints one JSON line: the statistics, or {"error": "..."} with exit status 1.
+Prints one JSON line: one round of timings (``times_ms``, every timed run) and what explains them, or
+{"error": "..."} with exit status 1. ``runtime`` is ``interpreter`` (``ai_edge_litert.interpreter``) or
+``compiled_model`` (LiteRT's CompiledModel API on the CPU, set up as ``litert-benchmark`` sets it up).
 Imports LiteRT, numpy and the standard library only, so it starts in a fraction of a second (and the
 parent may import it as a module for ``delegation``).
 
@@ -18,7 +20,15 @@ What it reports besides the invoke() times:
   because Linux carries the pre-exec high-water mark across execve and Python starts children with
   vfork, so ru_maxrss reports the parent's peak (1.2 GB for a parent that imported TensorFlow).
 - ``delegated_ops`` / ``total_ops`` / ``undelegated`` / ``delegate_partitions``: which of the graph's
-  ops XNNPACK took, see ``delegation``.
+  ops XNNPACK took, see ``delegation`` (Interpreter); ``fully_accelerated`` (CompiledModel, which
+  says no more than that).
+- ``os_threads``: the process's thread count after the runs. The Interpreter sizes two pools to
+  ``num_threads``: XNNPACK's, and the builtin kernels' for the ops XNNPACK leaves out, so a partly
+  delegated model at 2 threads runs with two worker threads beside the main one.
+- ``input_dtypes``: the dtype of each input tensor as fed.
+- ``load_avg``: the machine's 1-minute load average after the runs. Two thread pools on a core that
+  another process also wants slow a multi-threaded run down several-fold (BUILD.md), so a round taken
+  on a busy machine says so.
 
 How delegation is detected (the Python API has no execution plan and no "which nodes were replaced"
 call, and TFLite's log line "Replacing N out of M node(s) with delegate (TfLiteXNNPackDelegate) node,
@@ -118,51 +128,147 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _measure(path: str, threads: int, num_runs: int, warmup_runs: int, seed: int, input_path=None) -> dict:
-    interpreter, init_ms, delegated = load(path, threads)
+def _input_values(details, seed: int, input_path=None) -> list:
+    """One array per input: the example in ``input_path`` (checked against the tensor), else seeded random data.
+
+    Random floats are uniform in [-1, 1) and random integers span the type's range, clipped to int8's
+    (what litert-benchmark feeds), so the two tools time the same kind of input.
+    """
     rng = np.random.default_rng(seed)
-    for detail in interpreter.get_input_details():
-        dtype = detail["dtype"]
+    values = []
+    for shape, dtype in details:
         if input_path is not None:  # a real example, already in the tensor's shape and dtype
             value = np.load(input_path, allow_pickle=False)
-            if value.shape != tuple(detail["shape"]) or value.dtype != dtype:
+            if value.shape != tuple(shape) or value.dtype != dtype:
                 raise ValueError(
                     f"input {value.dtype}{list(value.shape)} does not match the model's {np.dtype(dtype)}"
-                    + f"{list(detail['shape'])}"
+                    + f"{list(shape)}"
                 )
         elif np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
-            value = rng.integers(info.min, info.max, size=detail["shape"], endpoint=True, dtype=dtype)
+            low, high = max(int(info.min), -128), min(int(info.max), 127)
+            value = rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
         else:
-            value = rng.random(detail["shape"], dtype=np.float32).astype(dtype)
+            value = rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+        values.append(value)
+    return values
+
+
+def _interpreter_runner(path: str, threads: int, seed: int, input_path=None):
+    """(invoke callable, init_ms, delegation dict, input dtypes) for the Interpreter."""
+    interpreter, init_ms, delegated = load(path, threads)
+    details = interpreter.get_input_details()
+    values = _input_values([(d["shape"], d["dtype"]) for d in details], seed, input_path)
+    for detail, value in zip(details, values, strict=True):
         interpreter.set_tensor(detail["index"], value)
+    return interpreter.invoke, init_ms, delegated, [str(v.dtype) for v in values]
+
+
+def _compiled_model_runner(path: str, threads: int, seed: int, input_path=None):
+    """(run callable, init_ms, delegation dict, input dtypes) for LiteRT's CompiledModel on the CPU.
+
+    Set up as ``litert-benchmark`` does (ai_edge_litert/tools/benchmark_litert_model.py): an
+    Environment, ``CompiledModel.from_file`` with the CPU accelerator and ``num_threads``, buffers
+    created once, ``run_by_name`` on the first signature. Delegation is only known as a whole
+    (``is_fully_accelerated``).
+    """
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.environment import Environment, EnvironmentOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import CpuOptions, Options
+
+    start = time.perf_counter_ns()
+    env = Environment.create(options=EnvironmentOptions())
+    options = Options(
+        hardware_accelerators=HardwareAccelerator(HardwareAccelerator.CPU), cpu_options=CpuOptions(num_threads=threads)
+    )
+    model = CompiledModel.from_file(path, environment=env, options=options)
+    init_ms = (time.perf_counter_ns() - start) / 1e6
+    signatures = list(model.get_signature_list())
+    key = signatures[0] if signatures else "serving_default"
+    inputs = model.get_input_tensor_details(key)
+    names = list(inputs)
+    details = [(inputs[n].get("shape", [1]), np.dtype(inputs[n].get("dtype", "float32"))) for n in names]
+    values = _input_values(details, seed, input_path)
+    in_buffers = {n: model.create_input_buffer_by_name(key, n) for n in names}
+    out_buffers = {n: model.create_output_buffer_by_name(key, n) for n in model.get_output_tensor_details(key)}
+    for n, value in zip(names, values, strict=True):
+        in_buffers[n].write(value)
+    fully = bool(model.is_fully_accelerated())
+    delegated = {"fully_accelerated": fully}
+
+    def run():
+        model.run_by_name(key, in_buffers, out_buffers)
+
+    run._keep = (env, model)  # the buffers and model live as long as the callable
+    return run, init_ms, delegated, [str(v.dtype) for v in values]
+
+
+RUNNERS = {"interpreter": _interpreter_runner, "compiled_model": _compiled_model_runner}
+
+
+def _measure(
+    path: str,
+    threads: int,
+    num_runs: int,
+    warmup_runs: int,
+    seed: int,
+    input_path=None,
+    runtime: str = "interpreter",
+    min_time_s: float = 0.0,
+) -> dict:
+    """One round: the first run, ``warmup_runs`` untimed runs, then timed runs until both ``num_runs``
+    runs and ``min_time_s`` seconds of timed runs are done. Every timing is returned (``times_ms``)."""
+    if runtime not in RUNNERS:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNNERS)}")
+    invoke, init_ms, delegated, input_dtypes = RUNNERS[runtime](path, threads, seed, input_path)
     clock = time.perf_counter_ns
-    invoke = interpreter.invoke
     start = clock()
     invoke()
     first_invoke_ms = (clock() - start) / 1e6
     for _ in range(warmup_runs):
         invoke()
-    times_ns = np.empty(num_runs, dtype=np.int64)
-    for i in range(num_runs):
+    times_ns = []
+    min_time_ns = int(min_time_s * 1e9)
+    began = clock()
+    while len(times_ns) < num_runs or clock() - began < min_time_ns:
         start = clock()
         invoke()
-        times_ns[i] = clock() - start
-    ms = times_ns / 1e6
+        times_ns.append(clock() - start)
+    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     return {
         "threads": threads,
-        "median_ms": float(np.median(ms)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "std_ms": float(ms.std()),
-        "runs": int(num_runs),
+        "runtime": runtime,
+        "times_ms": [round(float(t), 6) for t in ms],
         "warmup_runs": int(warmup_runs),
         "init_ms": init_ms,
         "first_invoke_ms": first_invoke_ms,
         "peak_rss_mb": _peak_rss_mb(),
+        "os_threads": _os_threads(),
+        "load_avg": _load_avg(),
+        "input_dtypes": input_dtypes,
         **delegated,
     }
+
+
+def _load_avg() -> float | None:
+    """The machine's 1-minute load average after the runs: above the core count, other work shared the cores."""
+    try:
+        import os
+
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _os_threads() -> int | None:
+    """How many threads this process has now (the runtime's thread pools included), from /proc."""
+    try:
+        import os
+
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -185,7 +291,14 @@ def main(argv: list[str]) -> int:
         _die_with_parent(args["parent_pid"])
     try:
         result = _measure(
-            args["path"], args["threads"], args["num_runs"], args["warmup_runs"], args["seed"], args.get("input_path")
+            args["path"],
+            args["threads"],
+            args["num_runs"],
+            args["warmup_runs"],
+            args["seed"],
+            args.get("input_path"),
+            args.get("runtime", "interpreter"),
+            args.get("min_time_s", 0.0),
         )
     except Exception as e:  # report any Python-level failure as data for the parent
         print(json.dumps({"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}), flush=True)

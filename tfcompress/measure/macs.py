@@ -92,6 +92,52 @@ def macs_by_op(model: bytes | str) -> dict[str, int]:
     return result
 
 
+# The data types a MAC can run in, as the recipes export them (and tfcompress.measure.roofs times them).
+DTYPES = ("fp32", "float16", "dynamic_range", "int8", "int16x8")
+
+
+def _op_dtype(op: OpInfo, producer: dict[int, OpInfo]) -> str:
+    """The data type one MAC op computes in: its activation's type, and for float activations its weights'."""
+    activation = op.inputs[2] if op.name == "TRANSPOSE_CONV" else op.inputs[0]
+    if activation.dtype in (np.int8, np.uint8):
+        return "int8"
+    if activation.dtype == np.int16:
+        return "int16x8"
+    if activation.dtype != np.float32:
+        return str(activation.dtype)
+    weight = op.inputs[1]
+    source = producer.get(weight.index)
+    if source is not None and source.name == "DEQUANTIZE":
+        weight = source.inputs[0]
+    if weight.dtype == np.float16:
+        return "float16"
+    if weight.dtype in (np.int8, np.uint8):
+        return "dynamic_range"
+    return "fp32"
+
+
+def macs_by_dtype(model: bytes | str) -> dict[str, int]:
+    """MACs of a .tflite model (bytes or path) per data type they run in (``DTYPES``), e.g. {"int8": ...}.
+
+    An op's type is its activation's (int8, int16) or, for float activations, its weights': float16
+    constants behind a DEQUANTIZE are float16, int8 ones dynamic_range, else fp32.
+    """
+    ops = _ops_with_shapes(model)
+    producer = {t.index: op for op in ops for t in op.outputs}
+    result: dict[str, int] = {}
+    for op in ops:
+        if op.name in MAC_OPS:
+            dtype = _op_dtype(op, producer)
+            result[dtype] = result.get(dtype, 0) + _op_macs(op)
+    return result
+
+
+def compute_dtype(model: bytes | str) -> str | None:
+    """The data type most of a model's MACs run in (``macs_by_dtype``), or None for a model with none."""
+    by_dtype = macs_by_dtype(model)
+    return max(by_dtype, key=by_dtype.get) if by_dtype else None
+
+
 def tflite_macs(model: bytes | str) -> int:
     """Total MACs of one invoke() of a .tflite model (bytes or path); see the module docstring."""
     return sum(macs_by_op(model).values())

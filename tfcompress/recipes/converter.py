@@ -8,7 +8,6 @@ tfcompress.recipes.base.
 from __future__ import annotations
 
 import enum
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -16,13 +15,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from tfcompress._keras import keras, tf
-from tfcompress._process import quiet_stderr
+from tfcompress._process import CONVERTER_NOTICES, quiet_stderr
 from tfcompress.loading import ExportedModel
 from tfcompress.recipes.base import ExportBackend, RecipeContext, register_backend
 from tfcompress.twin import is_keras3
 
 # What the converter's native code prints on every calibrated conversion.
-_CONVERTER_NOTICES = re.compile(r"^fully_quantize: \d|^WARNING: All log messages before absl")
 
 
 class Quantization(enum.Enum):
@@ -100,7 +98,7 @@ def _convert(converter, model, mode: Quantization, calibration_data, sparse: boo
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
-    with warnings.catch_warnings(), quiet_stderr(_CONVERTER_NOTICES):
+    with warnings.catch_warnings(), quiet_stderr(CONVERTER_NOTICES):
         # int8 I/O makes the converter warn that no input statistics were given;
         # the representative dataset supplies them, so the warning is noise.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")

@@ -11,7 +11,8 @@ report.py       tables, CSV, report.md, plots
 overview.py     --task=all: every task's study and overview.md
 sweep.py        the sparsity sweep
 zoo.py          the latency zoo (tf_keras.applications with random weights)
-bench.py        make bench: the sections of BENCHMARKS.md
+bench.py        make bench: the sections of BENCHMARKS.md, each saved as benchmarks/<section>.json
+bench_render.py BENCHMARKS.md rendered from those section documents (no TensorFlow)
 cli.py          the study script's flags, generated from the recipe and task registries
 """
 

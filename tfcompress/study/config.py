@@ -20,6 +20,7 @@ from tfcompress import data as data_lib
 from tfcompress import recipes as recipes_lib
 from tfcompress import tasks
 from tfcompress.fields import spread
+from tfcompress.measure.latency import RUNTIMES
 from tfcompress.recipes import pipeline as pipeline_lib
 from tfcompress.tasks.base import TaskSetup
 
@@ -33,9 +34,15 @@ class MeasureOptions:
     """How every row is measured (these decide the rows' numbers, so the resume key includes them).
 
     Attributes:
-      threads: interpreter thread counts to time.
-      num_runs: timed invoke() runs per latency measurement.
-      warmup_runs: untimed runs before timing.
+      threads: thread counts to time.
+      runtime: the LiteRT runtimes to time each file in: "interpreter" (the Interpreter, which also
+        computes the task metrics) and/or "compiled_model" (the CompiledModel API litert-benchmark uses).
+      num_runs: at least this many timed runs per round.
+      warmup_runs: untimed runs before timing, in each round.
+      rounds: rounds per latency, each a fresh process, interleaved with the other rows' rounds.
+      min_time_s: at least this many seconds of timed runs per round.
+      metric_runtime: the runtime the task metric is computed in: "interpreter" (the default) or
+        "compiled_model".
       calibration_samples: training examples used to calibrate int8 and int16x8.
       latency_timeout_s: a latency child running longer than this is killed (not in the resume key).
       sparse_tflite: also export training-time results with sparse weight
@@ -43,8 +50,12 @@ class MeasureOptions:
     """
 
     threads: tuple[int, ...] = (1,)
+    runtime: tuple[str, ...] = ("interpreter",)
     num_runs: int = 100
     warmup_runs: int = 10
+    rounds: int = 8
+    min_time_s: float = 0.5
+    metric_runtime: str = "interpreter"
     calibration_samples: int = 200
     latency_timeout_s: float = 600.0
     sparse_tflite: bool = False
@@ -53,14 +64,26 @@ class MeasureOptions:
         object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
         if not self.threads or min(self.threads) < 1:
             raise StudyError(f"threads must be positive integers, got {list(self.threads)}.")
-        for name, low in [("num_runs", 1), ("warmup_runs", 0), ("calibration_samples", 1)]:
+        object.__setattr__(self, "runtime", tuple(dict.fromkeys(str(r) for r in self.runtime)))
+        unknown = [r for r in self.runtime if r not in RUNTIMES]
+        if not self.runtime or unknown:
+            raise StudyError(
+                f"runtime must be a list of {', '.join(RUNTIMES)}, got {list(self.runtime)}; e.g. "
+                + "--runtime=interpreter,compiled_model."
+            )
+        if self.metric_runtime not in RUNTIMES:
+            raise StudyError(f"metric_runtime must be one of {', '.join(RUNTIMES)}, got {self.metric_runtime!r}.")
+        if self.min_time_s < 0:
+            raise StudyError(f"min_time_s must be >= 0, got {self.min_time_s}.")
+        for name, low in [("num_runs", 1), ("warmup_runs", 0), ("rounds", 1), ("calibration_samples", 1)]:
             if getattr(self, name) < low:
                 raise StudyError(f"{name} must be >= {low}, got {getattr(self, name)}.")
 
     def key(self) -> dict[str, Any]:
         """What of these options decides a row's numbers (the time-out does not)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "latency_timeout_s"} | {
-            "threads": list(self.threads)
+            "threads": list(self.threads),
+            "runtime": list(self.runtime),
         }
 
 
@@ -207,7 +230,10 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["recipes"] = list(self.recipes)
-        d["measure"] = dataclasses.asdict(self.measure) | {"threads": list(self.measure.threads)}
+        d["measure"] = dataclasses.asdict(self.measure) | {
+            "threads": list(self.measure.threads),
+            "runtime": list(self.measure.runtime),
+        }
         d["run"] = dataclasses.asdict(self.run) | {"plugins": list(self.run.plugins)}
         return d
 

@@ -28,13 +28,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
-
 from tfcompress._process import describe_exit, die_with_parent
 from tfcompress.recipes.pipeline import Pipeline, parse
 from tfcompress.study import job as job_lib
 from tfcompress.study.cache import TransformCache
 from tfcompress.study.config import StudyConfig
+from tfcompress.study.job import Reference
 from tfcompress.study.results import Row, Status, write_atomic
 
 
@@ -48,19 +47,12 @@ class Job:
 
 
 @dataclasses.dataclass(frozen=True)
-class Reference:
-    """The fp32 baseline's top-1 predictions on the test split, which agreement compares with (None: none yet)."""
-
-    top1: np.ndarray | None = None
-
-
-@dataclasses.dataclass(frozen=True)
 class Outcome:
-    """A finished job: its row and its top-1 predictions (None if it has none)."""
+    """A finished job: its row and its per-example outputs (the reference of later rows when it is fp32's)."""
 
     job: Job
     row: Row
-    top1: np.ndarray | None = None
+    outputs: Reference = dataclasses.field(default_factory=Reference)
 
 
 Started = Callable[[Job], None] | None
@@ -71,7 +63,7 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
-        """Runs ``jobs`` (agreement against ``reference``) and yields their outcomes, in any order.
+        """Runs ``jobs`` (agreement and metric differences against ``reference``); yields outcomes in any order.
 
         ``started`` (if given) is called with each job as it starts, for progress.
         """
@@ -98,8 +90,8 @@ class InProcessExecutor(Executor):
         for job in jobs:
             if started:
                 started(job)
-            row, top1 = job_lib.run_recipe(self.prepared, job.pipeline, self.config, reference.top1, self.transforms)
-            yield Outcome(job, row, top1)
+            row, outputs = job_lib.run_recipe(self.prepared, job.pipeline, self.config, reference, self.transforms)
+            yield Outcome(job, row, outputs)
 
 
 class IsolatedExecutor(Executor):
@@ -112,19 +104,18 @@ class IsolatedExecutor(Executor):
 
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
         reference_path = None
-        if reference.top1 is not None:  # the children read the baseline's predictions from a file
-            fd, reference_path = tempfile.mkstemp(prefix="reference-", suffix=".npy", dir=self.work_dir)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, reference.top1, allow_pickle=False)
+        if not reference.empty:  # the children read the baseline's per-example outputs from a file
+            fd, reference_path = tempfile.mkstemp(prefix="reference-", suffix=".npz", dir=self.work_dir)
+            os.close(fd)
+            reference.save(reference_path)
         for job in jobs:
             if started:
                 started(job)
-            row, top1_path = run_isolated(
+            row, outputs_path = run_isolated(
                 self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir, reference_path,
                 self.config.run.recipe_timeout_s, self.inputs,
             )  # fmt: skip
-            top1 = np.load(top1_path, allow_pickle=False) if top1_path else None
-            yield Outcome(job, row, top1)
+            yield Outcome(job, row, Reference.load(outputs_path) if outputs_path else Reference())
 
 
 def _last_line(path: str) -> str:
@@ -143,7 +134,7 @@ def run_isolated(
     recipe: str,
     skeleton: Row,
     work_dir: str,
-    fp32_top1_path: str | None,
+    reference_path: str | None,
     timeout_s: float,
     inputs: dict[str, str] | None = None,
 ) -> tuple[Row, str | None]:
@@ -154,12 +145,13 @@ def run_isolated(
       recipe: the recipe spec (a pipeline name).
       skeleton: the row to fill in if the child dies (task, model, recipe, params, key).
       work_dir: a private folder for the job's files.
-      fp32_top1_path: the baseline's top-1 predictions (.npy), for agreement.
+      reference_path: the baseline's per-example outputs (Reference.save's .npz), for agreement and the
+        metric's difference.
       timeout_s: the child is killed after this many seconds.
       inputs: paths of a model and dataset the caller gave as objects (job.save_inputs).
 
     Returns:
-      (row, path of this row's top-1 predictions .npy or None).
+      (row, path of this row's own per-example outputs (.npz) or None).
     """
     fd, job_path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=work_dir)
     os.close(fd)
@@ -167,10 +159,10 @@ def run_isolated(
     job = {
         "config": config_dict,
         "recipe": recipe,
-        "fp32_top1": fp32_top1_path,
+        "reference": reference_path,
         "inputs": inputs or {},
         "row_out": stem + "-row.json",
-        "top1_out": stem + "-top1.npy",
+        "outputs_out": stem + "-outputs.npz",
         "parent_pid": os.getpid(),
     }
     write_atomic(job_path, json.dumps(job))
@@ -190,7 +182,7 @@ def run_isolated(
     if returncode == 0 and os.path.exists(job["row_out"]):
         with open(job["row_out"], encoding="utf-8") as f:
             row = Row.from_dict(json.load(f))
-        return row, job["top1_out"] if os.path.exists(job["top1_out"]) else None
+        return row, job["outputs_out"] if os.path.exists(job["outputs_out"]) else None
     detail = _last_line(stderr_path)
     return _failed(skeleton, f"recipe process {describe_exit(returncode)}" + (f": {detail}" if detail else "")), None
 
@@ -203,17 +195,17 @@ def _failed(skeleton: Row, error: str) -> Row:
     return row
 
 
-def run_one(config: StudyConfig, recipe: str, fp32_top1=None, inputs: dict[str, str] | None = None):
+def run_one(config: StudyConfig, recipe: str, reference: Reference | None = None, inputs: dict[str, str] | None = None):
     """Runs a single recipe of a study in this process (what an isolated recipe process does).
 
-    Returns the row and its top-1 predictions on the test split (None if it has none).
+    Returns the row and its per-example outputs on the test split (a Reference).
     """
     model, dataset = job_lib.load_inputs(inputs or {})
     pipeline = parse(recipe, config.recipe_defaults)
     prepared = job_lib.prepare(config, lambda _: None, verbose=2, model=model, dataset=dataset,
                                twin=bool(pipeline.transforms))  # fmt: skip
     cache = TransformCache(os.path.join(config.output_dir, ".transforms", job_lib.basis_key(prepared.basis)))
-    return job_lib.run_recipe(prepared, pipeline, config, fp32_top1, cache)
+    return job_lib.run_recipe(prepared, pipeline, config, reference or Reference(), cache)
 
 
 def _main(job_path: str) -> int:
@@ -221,13 +213,10 @@ def _main(job_path: str) -> int:
         job = json.load(f)
     die_with_parent(job["parent_pid"])
     config = StudyConfig.from_dict(job["config"])
-    fp32_top1 = np.load(job["fp32_top1"], allow_pickle=False) if job["fp32_top1"] else None
-    row, top1 = run_one(config, job["recipe"], fp32_top1, job.get("inputs"))
-    if top1 is not None:
-        buf_path = job["top1_out"]
-        with open(buf_path + ".tmp", "wb") as f:
-            np.save(f, top1, allow_pickle=False)
-        os.replace(buf_path + ".tmp", buf_path)
+    reference = Reference.load(job["reference"]) if job["reference"] else Reference()
+    row, outputs = run_one(config, job["recipe"], reference, job.get("inputs"))
+    if not outputs.empty:
+        outputs.save(job["outputs_out"])
     write_atomic(job["row_out"], json.dumps(row.to_dict(), allow_nan=False))
     return 0
 

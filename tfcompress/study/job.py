@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -29,15 +28,55 @@ from tfcompress import recipes as recipes_lib
 from tfcompress import twin as twin_lib
 from tfcompress.fields import content_hash, resolved
 from tfcompress.measure import macs as macs_lib
-from tfcompress.measure.evaluate import accuracy, as_input, run_tflite
-from tfcompress.measure.latency import LatencyError, measure_latency
+from tfcompress.measure.evaluate import accuracy, run_compiled_model, run_tflite
 from tfcompress.recipes.pipeline import Pipeline
 from tfcompress.study.cache import ModelCache, inside
 from tfcompress.study.config import StudyConfig, StudyError
-from tfcompress.study.results import Row, Status, write_atomic
+from tfcompress.study.results import Row, Status, fail_non_finite, write_atomic
 from tfcompress.tasks.base import fingerprint
 
 _FLAVOURS = {"tf_keras": "tf_keras", "keras3": "Keras 3", "saved_model": "a SavedModel exported without layers"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays do not compare as one value
+class Reference:
+    """A row's per-example outputs on the test split; the fp32 row's are what the other rows compare with.
+
+    Attributes:
+      top1: top-1 predictions, for agreement (None where they have no meaning).
+      examples: the metric's per-example contributions, for the paired bootstrap of the difference.
+    """
+
+    top1: np.ndarray | None = None
+    examples: tasks.Examples | None = None
+
+    @classmethod
+    def of(cls, score: tasks.Score) -> Reference:
+        return cls(score.predictions, score.examples)
+
+    @property
+    def empty(self) -> bool:
+        return self.top1 is None and self.examples is None
+
+    def save(self, path: str) -> None:
+        """Writes an .npz (atomically) that ``load`` reads back, for another process."""
+        arrays = {} if self.top1 is None else {"top1": self.top1}
+        if self.examples is not None:
+            arrays["examples_count"] = np.asarray(self.examples.count)
+            arrays |= {f"examples.{name}": array for name, array in self.examples.arrays.items()}
+        with open(path + ".tmp", "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(path + ".tmp", path)
+
+    @classmethod
+    def load(cls, path: str) -> Reference:
+        with np.load(path, allow_pickle=False) as f:
+            top1 = f["top1"] if "top1" in f.files else None
+            examples = None
+            if "examples_count" in f.files:
+                arrays = {k.removeprefix("examples."): f[k] for k in f.files if k.startswith("examples.")}
+                examples = tasks.Examples(int(f["examples_count"]), arrays)
+        return cls(top1, examples)
 
 
 @dataclasses.dataclass
@@ -205,38 +244,40 @@ def row_key(basis: dict, pipeline: Pipeline) -> str:
     return _digest({"basis": basis, "stages": stages})[:16]
 
 
-def measure_row(row: Row, tflite: bytes, path: str, dataset, fp32_top1, config: StudyConfig) -> None:
-    """Fills a row's sizes, metric, agreement and latency from its .tflite."""
+def model_outputs(config: StudyConfig, model: bytes | str, x: np.ndarray) -> np.ndarray:
+    """A .tflite's outputs on ``x`` in the runtime the task metric is computed in (``--metric_runtime``)."""
+    if config.measure.metric_runtime == "compiled_model":
+        return run_compiled_model(model, x)
+    return run_tflite(model, x)
+
+
+def measure_row(row: Row, tflite: bytes, path: str, dataset, reference: Reference, config: StudyConfig) -> None:
+    """Fills a row's sizes, MACs, metric (and its intervals) and agreement from its .tflite.
+
+    Latency is not measured here: the study times every row afterwards, in interleaved rounds
+    (tfcompress.study.timing).
+    """
     row.size_bytes = len(tflite)
     row.gzip_bytes = len(gzip.compress(tflite, compresslevel=9))
     row.bytes_per_param = row.size_bytes / row.params if row.params else None
     row.macs = macs_lib.tflite_macs(tflite)
+    row.compute_dtype = macs_lib.compute_dtype(tflite)
     task = tasks.get(config.task)
-    score = task.score(run_tflite(tflite, dataset.x_test), dataset)
+    score = task.score(model_outputs(config, tflite, dataset.x_test), dataset)
     row.metric_name = task.metric.name
     row.metric = score.metric
     row.extras.update(score.extras)
     if score.predictions is not None:
         row.extras["_top1"] = score.predictions  # dropped before saving; fp32's feeds agreement
-        if fp32_top1 is not None:
-            row.agreement = accuracy(score.predictions, fp32_top1)
-    # Time the model on a real test example, prepared as its input tensor takes it.
-    fd, sample_path = tempfile.mkstemp(prefix=".tmp-input-", suffix=".npy", dir=os.path.dirname(path))
-    options = config.measure
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, as_input(dataset.x_test[:1], tflite), allow_pickle=False)
-        for threads in options.threads:
-            try:
-                row.latency.append(
-                    measure_latency(path, threads=threads, num_runs=options.num_runs, warmup_runs=options.warmup_runs,
-                                    seed=config.seed, timeout_s=options.latency_timeout_s, input_path=sample_path)
-                )  # fmt: skip
-            except LatencyError as e:
-                row.status = Status.FAILED
-                row.error = f"latency at {threads} thread(s): {e}"
-    finally:
-        os.unlink(sample_path)
+        if reference.top1 is not None:
+            row.agreement = accuracy(score.predictions, reference.top1)
+    if score.examples is not None:
+        row.extras["_examples"] = score.examples  # dropped before saving; fp32's feed the paired bootstrap
+        intervals = task.intervals(score.examples, reference.examples, seed=config.seed)
+        row.metric_ci = None if intervals.metric is None else intervals.metric.to_list()
+        if intervals.delta is not None:
+            row.metric_delta_ci = intervals.delta.to_list()
+            row.delta_within_noise = intervals.delta.contains(0.0)
 
 
 def skeleton(config: StudyConfig, prepared: Prepared, pipeline: Pipeline) -> Row:
@@ -245,8 +286,11 @@ def skeleton(config: StudyConfig, prepared: Prepared, pipeline: Pipeline) -> Row
                key=row_key(prepared.basis, pipeline))  # fmt: skip
 
 
-def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, fp32_top1, cache):
-    """Runs one pipeline in this process; any failure becomes the row's status. Returns (row, top-1)."""
+def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, reference: Reference, cache):
+    """Runs one pipeline in this process; any failure becomes the row's status.
+
+    Returns (row, its Reference: what later rows compare with if it is fp32's).
+    """
     row = skeleton(config, prepared, pipeline)
     start = time.perf_counter()
     try:
@@ -257,17 +301,19 @@ def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, fp32
         path = inside(config.output_dir, prepared.name, f"{pipeline.file_stem}.tflite")
         write_atomic(path, compressed.tflite)
         row.tflite_path = os.path.relpath(path, config.output_dir)
-        measure_row(row, compressed.tflite, path, prepared.dataset, fp32_top1, config)
+        measure_row(row, compressed.tflite, path, prepared.dataset, reference, config)
     except recipes_lib.NotApplicable as e:
         row.status = Status.NOT_APPLICABLE
         row.error = " ".join(str(e).split())
     except Exception as e:  # one recipe's failure is a row, not the end of the study
         row.status = Status.FAILED
         row.error = one_line(e)
-    top = row.extras.pop("_top1", None)
-    if pipeline.name == recipes_lib.BASELINE and top is not None:
+    own = Reference(row.extras.pop("_top1", None), row.extras.pop("_examples", None))
+    if pipeline.name == recipes_lib.BASELINE and own.top1 is not None:
         row.agreement = 1.0
-    return row, top
+    if pipeline.name == recipes_lib.BASELINE and own.examples is not None:
+        row.metric_delta_ci, row.delta_within_noise = [0.0, 0.0], True  # its difference to itself
+    return fail_non_finite(row), own  # a NaN or inf is a failed row, and the isolated child can write it
 
 
 def save_inputs(folder: str, model=None, dataset: data_lib.Dataset | None = None) -> dict[str, str]:

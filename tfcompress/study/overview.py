@@ -75,41 +75,49 @@ def run_all(config, progress: Callable[[str], None] | None = None, task_names=AL
 def best_rows(results: Results) -> dict:
     """The smallest file and the fastest model whose quality is within tolerance of fp32.
 
-    Returns {"fp32": row, "size": row or None, "latency": row or None}; rows
-    are compared at the lowest measured thread count.
+    Returns {"fp32": row, "size": row or None, "latency": row or None, "threads", "tolerance", "noise"}; rows
+    are compared at the lowest measured thread count. ``tolerance`` is how much worse than fp32's metric a
+    row may be, and ``noise`` the half-width of fp32's metric's 95% bootstrap interval (None if unknown),
+    both in the metric's units: when noise exceeds tolerance, the test split cannot resolve the tolerance.
     """
     fp32 = results.baseline()
     if fp32 is None or not fp32.ok or fp32.metric is None:
         return {"fp32": fp32, "size": None, "latency": None}
     metric = tasks.metric(fp32.metric_name)
+    noise = (fp32.metric_ci[1] - fp32.metric_ci[0]) / 2 if fp32.metric_ci else None
     threads = min((s.threads for s in fp32.latency), default=None)
     good = [r for r in results.rows if r.ok and r.metric is not None and metric.within(r.metric, fp32.metric)]
     smallest = min(good, key=lambda r: (r.size_bytes, r.recipe != "fp32"), default=None)
     timed = [r for r in good if r.latency_at(threads)]
     fastest = min(timed, key=lambda r: (r.latency_at(threads).median_ms, r.recipe != "fp32"), default=None)
-    return {"fp32": fp32, "size": smallest, "latency": fastest, "threads": threads}
+    return {"fp32": fp32, "size": smallest, "latency": fastest, "threads": threads,
+            "tolerance": metric.tolerance(fp32.metric), "noise": noise}  # fmt: skip
 
 
 def summary_table(outcomes: list[TaskOutcome]) -> tuple[list[str], list[list[str]]]:
     """Per task: fp32 quality, then the largest size and latency reductions within tolerance."""
-    headers = ["task", "model", "metric", "fp32", "tolerance", "smallest within tolerance", "size x fp32",
+    headers = ["task", "model", "metric", "fp32", "fp32 noise", "tolerance", "smallest within tolerance", "size x fp32",
                "metric of smallest", "fastest within tolerance", "speed-up", "metric of fastest", "rows ok / all",
                "wall s"]  # fmt: skip
     cells = []
     for outcome in outcomes:
         if outcome.results is None:
-            cells.append([outcome.task] + [""] * 10 + ["could not run", f"{outcome.wall_s:.0f}"])
+            cells.append([outcome.task] + [""] * 11 + ["could not run", f"{outcome.wall_s:.0f}"])
             continue
         best = best_rows(outcome.results)
         fp32, smallest, fastest = best["fp32"], best["size"], best["latency"]
         rows = outcome.results.rows
         line = [outcome.task, rows[0].model if rows else ""]
         if fp32 is None or not fp32.ok:
-            line += [""] * 9
+            line += [""] * 10
         else:
             metric = tasks.metric(fp32.metric_name)
             arrow = "higher is better" if metric.higher_is_better else "lower is better"
-            line += [f"{fp32.metric_name} ({arrow})", f"{fp32.metric:.4f}", "1 pt" if metric.fraction else "1%"]
+            tolerance = "1 pt" if metric.fraction else "1%"
+            if best["noise"] is not None and best["noise"] > best["tolerance"]:
+                tolerance += " (tighter than the noise)"
+            line += [f"{fp32.metric_name} ({arrow})", f"{fp32.metric:.4f}", _noise(best["noise"], fp32.metric, metric),
+                     tolerance]  # fmt: skip
             line += [smallest.recipe, f"{smallest.size_bytes / fp32.size_bytes:.3f}", f"{smallest.metric:.4f}"]
             t = best["threads"]
             if fastest is not None and t is not None:
@@ -120,6 +128,15 @@ def summary_table(outcomes: list[TaskOutcome]) -> tuple[list[str], list[list[str
         line += [f"{sum(r.ok for r in rows)} / {len(rows)}", f"{outcome.wall_s:.0f}"]
         cells.append(line)
     return headers, cells
+
+
+def _noise(half_width: float | None, reference: float, metric: tasks.Metric) -> str:
+    """fp32's noise as the tolerance is given: '±1.05 pt' (fractions) or '±0.40%' of fp32's metric."""
+    if half_width is None:
+        return ""
+    if metric.fraction or not reference:
+        return f"±{half_width * metric.delta_scale:.2f}{' pt' if metric.fraction else ''}"
+    return f"±{half_width / abs(reference) * 100:.2f}%"
 
 
 def to_markdown(outcomes: list[TaskOutcome]) -> str:
@@ -135,7 +152,10 @@ def to_markdown(outcomes: list[TaskOutcome]) -> str:
         "Per task, the recipe with the smallest .tflite and the one with the lowest median latency among the rows "
         + "whose metric, computed on the .tflite, stays within the tolerance of fp32's (1 point for fractions such "
         + "as accuracy and mAP, 1% otherwise). `size x fp32` is the file size ratio (lower is smaller); `speed-up` "
-        + "is fp32's median latency over the row's.",
+        + "is fp32's median latency over the row's. `fp32 noise` is the half-width of the 95% bootstrap "
+        + "interval of fp32's metric over its test split; where it is wider than the tolerance, the tolerance "
+        + "says `tighter than the noise`: the test split cannot resolve a change that small, so a row may fall "
+        + "inside or outside the tolerance by chance (each table's `vs fp32` gives every row's own interval).",
         "",
         tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True),
         "",

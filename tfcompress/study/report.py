@@ -10,8 +10,16 @@ from tabulate import tabulate
 
 from tfcompress import recipes, tasks
 from tfcompress.fields import Column
-from tfcompress.measure.latency import scaling_efficiency
-from tfcompress.measure.peak import roofline
+from tfcompress.measure import bootstrap
+from tfcompress.measure.latency import RUNTIMES
+from tfcompress.study.latency_report import (
+    format_lab_table,
+    lab_notes,
+    latency_settings,
+    p50_cell,
+    setting_label,
+    speedup_cell,
+)
 from tfcompress.study.results import Results, Row, write_atomic
 
 TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
@@ -52,19 +60,26 @@ def columns(results: Results) -> list[Column]:
 
 
 def _delta(row: Row, base: Row | None, known: dict[str, tasks.Metric]) -> str:
+    """The change from fp32 and, for other rows, its 95% interval; ' noise' when that holds 0 (see to_markdown)."""
     if row.metric is None or base is None or base.metric is None:
         return ""
     metric = known.get(row.metric_name) or tasks.Metric(row.metric_name or "metric", True, False, "")
-    return metric.delta(row.metric, base.metric)
+    if row is base or row.metric_delta_ci is None:
+        return metric.delta(row.metric, base.metric)
+    text = metric.delta(row.metric, base.metric, row.metric_delta_ci)
+    return text + (" noise" if row.delta_within_noise else "")
 
 
 def table(results: Results) -> tuple[list[str], list[list[str]]]:
     """The comparison table: headers and one row of cells per result row.
 
     Ratios (size, gzip) are relative to the same model's fp32 row; speed-up is
-    fp32's median latency divided by the row's, at the same thread count.
+    fp32's median latency divided by the row's, at the same thread count and
+    runtime ("noise" when its 95% interval holds 1.00x). A p50 cell is the
+    median and its interval's half-width ("overhead" when overhead-bound).
     """
-    threads = thread_counts(results)
+    timed = latency_settings(results)
+    several = len({r for _, r in timed}) > 1
     multi_model = len({r.model for r in results.rows}) > 1
     metric_names = sorted({r.metric_name for r in results.rows if r.metric_name})
     metric_header = metric_names[0] if len(metric_names) == 1 else "metric"
@@ -79,8 +94,9 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
         "vs fp32",
         "agreement",
     ]
-    for t in threads:
-        headers += [f"p50 ms ({t}t)", f"p90 ms ({t}t)", f"speed-up ({t}t)"]
+    for t, runtime in timed:
+        label = setting_label(t, runtime, several)
+        headers += [f"p50 ms ({label})", f"p90 ms ({label})", f"speed-up ({label})"]
     extra = columns(results)
     known = metrics(results)
     headers += [c.header for c in extra]
@@ -99,15 +115,11 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
             _delta(row, base, known),
             _fmt(row.agreement, ".4f"),
         ]
-        for t in threads:
-            stats = row.latency_at(t)
-            base_stats = base.latency_at(t) if base else None
-            speedup = _ratio(base_stats and base_stats.median_ms, stats and stats.median_ms)
-            line += [
-                _fmt(stats and stats.median_ms, ".3f"),
-                _fmt(stats and stats.p90_ms, ".3f"),
-                _fmt(speedup, ".2f", "x"),
-            ]
+        for t, runtime in timed:
+            stats = row.latency_at(t, runtime)
+            base_stats = base.latency_at(t, runtime) if base else None
+            speed = speedup_cell(base_stats, stats) if row is not base else _fmt(stats and 1.0, ".2f", "x")
+            line += [p50_cell(stats), _fmt(stats and stats.p90_ms, ".3f"), speed]
         line += [c.format(row.extras.get(c.key)) for c in extra]
         note = row.error or ""
         line.append(note if len(note) <= 80 else note[:77] + "...")
@@ -129,104 +141,18 @@ def format_table(results: Results, fmt: str = "github") -> str:
     return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
-def peak_gflops(results: Results, threads: int) -> float | None:
-    """The float32 matmul peak the study measured at ``threads`` (environment["peak"]), or None."""
-    entry = (results.environment.get("peak") or {}).get(str(threads)) or {}
-    return entry.get("peak_gflops")
-
-
-def _undelegated(stats) -> str:
-    if stats is None or stats.delegated_ops is None:
-        return ""
-    if not stats.undelegated:
-        return "none"
-    return ", ".join(f"{name} x{count}" for name, count in sorted(stats.undelegated.items()))
-
-
-def lab_table(results: Results) -> tuple[list[str], list[list[str]]]:
-    """The latency lab: what explains each row's latency.
-
-    Work (MACs counted from the .tflite graph) and the GFLOP/s achieved at the
-    median latency, as a fraction of the machine's float32 matmul peak
-    (``roofline``); start-up (``init ms``: interpreter and XNNPACK set-up;
-    ``first invoke ms``); the measuring process's peak memory; how many ops
-    XNNPACK took and which it left to LiteRT's default kernels; and, when
-    several thread counts were timed, the scaling efficiency (the speed-up
-    over the fewest threads divided by the thread ratio; 1.0 is perfect).
-    """
-    threads = thread_counts(results)
-    t0 = threads[0] if threads else 1
-    multi_model = len({r.model for r in results.rows}) > 1
-    headers = (["model"] if multi_model else []) + [
-        "recipe",
-        "MMACs",
-        f"GFLOP/s ({t0}t)",
-        f"roofline ({t0}t)",
-        "init ms",
-        "first invoke ms",
-        "peak RSS MB",
-        "XNNPACK ops",
-        "left to default kernels",
-    ]
-    headers += [f"scaling ({t}t)" for t in threads[1:]]
-    peak = peak_gflops(results, t0)
-    cells = []
-    for row in results.rows:
-        if not row.ok:
-            continue
-        stats = row.latency_at(t0)
-        gflops = fraction = None
-        if row.macs and stats and stats.median_ms > 0:
-            gflops, fraction = roofline(row.macs, stats.median_ms, peak)
-        delegated = f"{stats.delegated_ops}/{stats.total_ops}" if stats and stats.delegated_ops is not None else ""
-        line = ([row.model] if multi_model else []) + [
-            row.recipe,
-            _fmt(row.macs and row.macs / 1e6, ".2f"),
-            _fmt(gflops, ".1f"),
-            _fmt(fraction, ".0%"),
-            _fmt(stats and stats.init_ms, ".1f"),
-            _fmt(stats and stats.first_invoke_ms, ".2f"),
-            _fmt(stats and stats.peak_rss_mb, ".0f"),
-            delegated,
-            _undelegated(stats),
-        ]
-        if len(threads) > 1:
-            efficiency = scaling_efficiency(row.latency) if row.latency else {}
-            line += [_fmt(efficiency.get(t), ".2f") for t in threads[1:]]
-        cells.append(line)
-    return headers, cells
-
-
-def format_lab_table(results: Results, fmt: str = "github") -> str:
-    headers, cells = lab_table(results)
-    return tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
-
-
-def lab_notes(results: Results) -> list[str]:
-    """What the machine could do, in words: the matmul peak per thread count and the CPU's int8 support."""
-    env = results.environment
-    lines = []
-    for t, entry in sorted((env.get("peak") or {}).items(), key=lambda kv: int(kv[0])):
-        if entry.get("peak_gflops"):
-            lines.append(f"- float32 peak at {t} thread(s): {entry['peak_gflops']:.1f} GFLOP/s ({entry['method']}).")
-        else:
-            lines.append(f"- float32 peak at {t} thread(s): not measured ({entry.get('error', 'unknown')}).")
-    note = (env.get("cpu_features") or {}).get("note")
-    if note:
-        lines.append(f"- {note}")
-    return lines
-
-
 def flat_rows(results: Results) -> list[dict]:
-    """Rows as flat dicts (latency spread into latency_<t>t_<stat> keys), for CSV."""
+    """Rows as flat dicts, for CSV: latency spread into latency_<t>t_<stat> keys (the Interpreter's) and
+    latency_<t>t_<runtime>_<stat> (another runtime's)."""
     flat = []
     for row in results.rows:
         d = row.to_dict()
         for stats in d.pop("latency"):
-            t = stats["threads"]
+            t, runtime = stats["threads"], stats.get("runtime", RUNTIMES[0])
+            prefix = f"latency_{t}t" if runtime == RUNTIMES[0] else f"latency_{t}t_{runtime}"
             for key, value in stats.items():
-                if key != "threads":
-                    d[f"latency_{t}t_{key}"] = value
+                if key not in ("threads", "runtime"):
+                    d[f"{prefix}_{key}"] = value
         flat.append({k: (v if not isinstance(v, (dict, list)) else repr(v)) for k, v in d.items()})
     return flat
 
@@ -262,10 +188,21 @@ def to_markdown(results: Results) -> str:
         "- the metric is computed by running each .tflite in the LiteRT interpreter on the whole test split; "
         + "`vs fp32` is its change (percentage points for accuracy); `agreement` is the share of test examples "
         + "whose top-1 equals the fp32 model's.",
-        "- latency is batch-1 `invoke()` time in the LiteRT interpreter with XNNPACK, on a real test example, "
-        + "measured in a child process "
-        + f"after {measure.get('warmup_runs', '?')} warm-up runs over {measure.get('num_runs', '?')} runs; "
-        + "speed-up is fp32's median divided by the row's (above 1 is faster).",
+        "- `[low, high]` after a change is its 95% interval from a paired bootstrap: the test examples (images, "
+        + f"text windows) are drawn with replacement {bootstrap.RESAMPLES:,} times, the same draws for the row "
+        + "and for fp32, and the change is recomputed on each draw (seeded by the study's seed). `noise` marks "
+        + "a change whose interval holds 0: the test split cannot tell it from no change (results.json: "
+        + "`metric_delta_ci`, `delta_within_noise`; `metric_ci` is the interval of the metric itself).",
+        "- latency is batch-1 inference time with XNNPACK on a real test example, in the LiteRT runtime the "
+        + "column names (`interpreter`: `Interpreter.invoke()`, the default; `compiled_model`: LiteRT's "
+        + "CompiledModel API, as litert-benchmark runs it), each round in a fresh child process: "
+        + f"{measure.get('warmup_runs', '?')} warm-up runs, then at least {measure.get('num_runs', '?')} timed runs "
+        + f"and {measure.get('min_time_s', '?')} s. The p50 is the median over {measure.get('rounds', '?')} rounds "
+        + "taken at different times of the study, interleaved with the other rows' rounds; `±x%` is its 95% "
+        + "interval's half-width (a bootstrap over rounds, then runs). `overhead` marks a median within 5x of "
+        + "a one-ADD model's, where the timing loop, not the model, decides it. Speed-up is fp32's median "
+        + "divided by the row's (above 1 is faster), with an interval paired round by round (both ran in the "
+        + "same interleaved rounds); `noise` marks one whose interval holds 1.00x.",
         "- a `failed` row did not produce a number; its note gives the reason; a `not_applicable` row is a "
         + "recipe that cannot apply to this model, and its note says why.",
         "",
@@ -275,10 +212,14 @@ def to_markdown(results: Results) -> str:
         "",
         "- MMACs: millions of multiply-accumulates per invoke, counted from the .tflite graph (convolutions, "
         + "fully-connected layers and matmuls). GFLOP/s = 2 x MACs / median latency; roofline is that as a "
-        + "share of this machine's float32 matrix-multiply peak at the same thread count. A low share means "
-        + "the time goes to overhead, memory or kernels that do not vectorize, not to arithmetic.",
+        + "share of the roof of the data type most of the row's MACs run in (fp32, float16, dynamic_range, "
+        + "int8, int16x8): the best GFLOP/s that compute-bound synthetic .tflite files of that type reach here, "
+        + "timed in the same rounds with the same runtime and threads (results.json: `environment.peak`). A low "
+        + "share means the time goes to overhead, memory or kernels that do not vectorize, not to arithmetic.",
         "- init ms: building the interpreter and applying XNNPACK; first invoke ms: the first call, before "
-        + "warm-up; peak RSS MB: the measuring process's peak memory (about 45 MB of it is Python and LiteRT).",
+        + "warm-up; peak RSS MB: the measuring process's peak memory (about 45 MB of it is Python and LiteRT); "
+        + "threads in process: its thread count after the runs (the Interpreter sizes both XNNPACK's pool and "
+        + "its own kernels' pool to the thread count, so a partly delegated model runs more threads).",
         "- XNNPACK ops: ops the XNNPACK delegate took, of all ops in the graph; the others run on LiteRT's "
         + "default (reference or optimized builtin) kernels, usually slower, and every hand-off costs time.",
         *lab_notes(results),
@@ -318,16 +259,23 @@ def plot(results: Results, output_dir: str) -> list[str]:
     _save_figure(fig, paths[-1])
     plt.close(fig)
 
-    threads = thread_counts(results)
-    if threads:
+    timed = latency_settings(results)
+    if timed:
+        several = len({r for _, r in timed}) > 1
         fig, ax = plt.subplots(figsize=(max(6, len(ok) * 0.9), 4))
-        width = 0.8 / len(threads)
-        for i, t in enumerate(threads):
-            medians = [(r.latency_at(t).median_ms if r.latency_at(t) else 0.0) for r in ok]
-            ax.bar([j + i * width for j in range(len(ok))], medians, width, label=f"{t} thread(s)")
-        ax.set_xticks([j + width * (len(threads) - 1) / 2 for j in range(len(ok))])
+        width = 0.8 / len(timed)
+        for i, (t, runtime) in enumerate(timed):
+            stats = [r.latency_at(t, runtime) for r in ok]
+            medians = [s.median_ms if s else 0.0 for s in stats]
+            errors = [
+                [s.median_ms - s.ci_low_ms if s and s.interval else 0.0 for s in stats],
+                [s.ci_high_ms - s.median_ms if s and s.interval else 0.0 for s in stats],
+            ]  # the 95% interval of each median
+            label = f"{t} thread(s)" + (f", {runtime}" if several else "")
+            ax.bar([j + i * width for j in range(len(ok))], medians, width, yerr=errors, capsize=2, label=label)
+        ax.set_xticks([j + width * (len(timed) - 1) / 2 for j in range(len(ok))])
         ax.set_xticklabels([r.recipe for r in ok], rotation=30, ha="right")
-        medians = [r.latency_at(t).median_ms for r in ok for t in threads if r.latency_at(t)]
+        medians = [r.latency_at(t, rt).median_ms for r in ok for t, rt in timed if r.latency_at(t, rt)]
         if medians and max(medians) > 20 * min(medians):  # one slow recipe would flatten the rest
             ax.set_yscale("log")
         ax.set_ylabel("median latency (ms)")

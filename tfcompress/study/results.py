@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
+import numbers
 import os
 import tempfile
 from typing import Any
@@ -29,8 +31,14 @@ class Row:
     in the interpreter on the whole test split; ``agreement`` is the fraction
     of test examples whose top-1 equals the fp32 model's. ``macs`` are the
     multiply-accumulates of one invoke, counted from the .tflite graph
-    (tfcompress.measure.macs). ``extras`` holds recipe- and task-specific
-    fields (their columns), written flat into the row's JSON. ``key`` is a
+    (tfcompress.measure.macs). ``metric_ci`` and ``metric_delta_ci`` are 95%
+    bootstrap intervals over the test examples (Task.intervals): of the
+    metric, and of its difference to the fp32 row's on the same resampled
+    examples, in percentage points for fractions (as the report shows the
+    difference) and in the metric's units otherwise; ``delta_within_noise``
+    says the latter holds 0, so the test split cannot tell the row from fp32.
+    ``extras`` holds recipe- and task-specific fields (their columns),
+    written flat into the row's JSON. ``key`` is a
     digest of everything that decides the row's result (tfcompress.study.runner):
     --resume keeps a finished row only when its key is unchanged.
     """
@@ -46,9 +54,13 @@ class Row:
     params: int | None = None
     bytes_per_param: float | None = None
     macs: int | None = None
+    compute_dtype: str | None = None  # the data type most MACs run in (tfcompress.measure.macs.compute_dtype)
     metric_name: str | None = None
     metric: float | None = None
     agreement: float | None = None
+    metric_ci: list[float] | None = None  # [low, high]: the metric's 95% bootstrap interval, in its units
+    metric_delta_ci: list[float] | None = None  # of metric - fp32's, paired; points for fractions
+    delta_within_noise: bool | None = None  # whether metric_delta_ci holds 0
     latency: list[LatencyStats] = dataclasses.field(default_factory=list)
     convert_s: float | None = None
     key: str | None = None
@@ -58,8 +70,9 @@ class Row:
     def ok(self) -> bool:
         return self.status is Status.OK
 
-    def latency_at(self, threads: int) -> LatencyStats | None:
-        return next((s for s in self.latency if s.threads == threads), None)
+    def latency_at(self, threads: int, runtime: str | None = None) -> LatencyStats | None:
+        """The latency at a thread count and runtime (None: the first runtime measured at that count)."""
+        return next((s for s in self.latency if s.threads == threads and runtime in (None, s.runtime)), None)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extras"}
@@ -75,6 +88,52 @@ class Row:
         kwargs["status"] = Status(kwargs.get("status", "ok"))
         kwargs["latency"] = [LatencyStats.from_dict(s) for s in kwargs.get("latency") or []]
         return cls(**kwargs, extras={k: v for k, v in d.items() if k not in names})
+
+
+def _not_finite(value: Any) -> bool:
+    """A real number (Python or numpy, not an int or bool) that is NaN or infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value)
+
+
+def _nulled(value: Any, name: str, reasons: list[str]) -> Any:
+    """``value`` with every non-finite number in it (nested in dicts and lists too) as None, each named."""
+    if _not_finite(value):
+        reasons.append(f"{name} is {float(value)} (not finite)")
+        return None
+    if isinstance(value, dict):
+        return {k: _nulled(v, f"{name}.{k}", reasons) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_nulled(v, f"{name}[{i}]", reasons) for i, v in enumerate(value))
+    return value
+
+
+def fail_non_finite(row: Row) -> Row:
+    """Writes every metric, extra column value and latency figure of ``row`` that is NaN or inf as None.
+
+    Such a value (a diverged fine-tune's loss, the PSNR of an exact copy) has
+    no place in results.json, which is strict JSON. The row becomes FAILED,
+    its error naming each value ("metric accuracy is nan (not finite)") after
+    any error it already had. Every row passes through here: when a job
+    finishes (in whichever process), when the study records it, and when
+    results.json is saved; a second call finds nothing. Returns the row.
+    """
+    reasons: list[str] = []
+    for field in dataclasses.fields(row):
+        if field.name not in ("extras", "latency"):
+            name = f"metric {row.metric_name}" if field.name == "metric" and row.metric_name else field.name
+            setattr(row, field.name, _nulled(getattr(row, field.name), name, reasons))
+    row.extras = {key: _nulled(value, key, reasons) for key, value in row.extras.items()}
+    latency = []
+    for stats in row.latency:
+        found = len(reasons)
+        where = f"latency at {stats.threads} thread(s): "
+        values = {f.name: _nulled(getattr(stats, f.name), where + f.name, reasons) for f in dataclasses.fields(stats)}
+        latency.append(dataclasses.replace(stats, **values) if len(reasons) > found else stats)
+    row.latency = latency
+    if reasons:
+        row.status = Status.FAILED
+        row.error = "; ".join([row.error, *reasons] if row.error else reasons)
+    return row
 
 
 @dataclasses.dataclass
@@ -146,6 +205,9 @@ def write_atomic(path: str, data: bytes | str) -> None:
 
 
 def save(results: Results, path: str) -> None:
+    """Writes results.json atomically; a row holding a NaN or inf is first failed (``fail_non_finite``)."""
+    for row in results.rows:
+        fail_non_finite(row)
     write_atomic(path, json.dumps(results.to_dict(), indent=2, allow_nan=False) + "\n")
 
 

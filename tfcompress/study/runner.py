@@ -20,11 +20,11 @@ from collections.abc import Callable
 from tfcompress import recipes as recipes_lib
 from tfcompress import tasks
 from tfcompress.fields import Column
-from tfcompress.measure.evaluate import run_tflite
 from tfcompress.models import predict_logits
 from tfcompress.study import job as job_lib
 from tfcompress.study import report as report_lib
 from tfcompress.study import results as results_lib
+from tfcompress.study import timing
 from tfcompress.study.cache import prepare_output_dir
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.environment import environment
@@ -73,7 +73,7 @@ def run(
     basis_key = job_lib.basis_key(prepared.basis)
     results = Results(
         config=config.to_dict() | {"basis_key": basis_key, "preprocessing": prepared.dataset.preprocessing},
-        environment=environment(config.measure.threads),
+        environment=environment(),
         columns=[c.to_dict() for c in study_columns(config.task, pipelines)],
         metrics={m.name: m.to_dict() for m in [tasks.get(config.task).metric]},
     )
@@ -93,8 +93,9 @@ def run(
             done = finished.get(job.pipeline.name)
             if done is not None and done.key == job.skeleton.key:
                 if job.pipeline.name == recipes_lib.BASELINE:
-                    outputs = run_tflite(os.path.join(config.output_dir, done.tflite_path), prepared.dataset.x_test)
-                    reference = Reference(tasks.get(config.task).score(outputs, prepared.dataset).predictions)
+                    path = os.path.join(config.output_dir, done.tflite_path)
+                    outputs = job_lib.model_outputs(config, path, prepared.dataset.x_test)
+                    reference = Reference.of(tasks.get(config.task).score(outputs, prepared.dataset))
                 loop.record(Outcome(job, done), kept=True)
             else:
                 if done is not None:
@@ -105,7 +106,7 @@ def run(
             _add_keras_metric(baseline.row, prepared, config.task, progress)
             loop.record(baseline)
             _check_baseline(baseline.row, prepared.dataset, config.task, progress)
-            reference, todo = Reference(baseline.top1), todo[1:]
+            reference, todo = baseline.outputs, todo[1:]
         if not loop.stopped:
             for outcome in executor.run(todo, reference, loop.started):
                 loop.record(outcome)
@@ -116,8 +117,32 @@ def run(
             executor.close()
         shutil.rmtree(work_dir, ignore_errors=True)
     shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
+    _time(config, results, results_path, prepared.dataset, progress)
     report_lib.write_all(results, config.output_dir)
     return results
+
+
+def _time(config: StudyConfig, results: Results, results_path: str, dataset, progress) -> None:
+    """The latency phase (tfcompress.study.timing): the rows that still need it, then results.json again."""
+    rows = [r for r in results.rows if timing.needs_timing(r, config)]
+    if not rows:
+        return
+    timing.time_rows(config, results, rows, dataset, progress)
+    for row in rows:
+        results_lib.fail_non_finite(row)
+        progress(f"latency: {timing_line(row)}")
+    results_lib.save(results, results_path)
+
+
+def timing_line(row: Row) -> str:
+    """'int8: 0.512 ms +-1.2% @1t interpreter, ...' (or the row's error)."""
+    if not row.ok:
+        return f"{row.recipe}: {row.status.value} ({row.error})"
+    parts = []
+    for s in row.latency:
+        width = f" +-{s.half_width:.1%}" if s.half_width is not None else ""
+        parts.append(f"{s.median_ms:.3f} ms{width} @{s.threads}t {s.runtime}")
+    return f"{row.recipe}: " + ", ".join(parts)
 
 
 # The fp32 row's column: the metric of the Keras model itself (before conversion) on the same test split.
@@ -167,6 +192,7 @@ class _Loop:
 
     def record(self, outcome: Outcome, kept: bool = False) -> None:
         """Adds a finished row (saving results.json), or one kept from the earlier run (already in it)."""
+        results_lib.fail_non_finite(outcome.row)  # from any executor, and with the fp32 row's Keras metric
         self.index[outcome.job.index] = outcome.row
         self.results.rows = [self.index[i] for i in sorted(self.index)]
         if not kept:
@@ -208,7 +234,7 @@ def progress_line(i: int, n: int, row: Row) -> str:
     if row.metric is not None:
         text += f", {row.metric_name} {row.metric:.4f}"
     if row.latency:
-        text += ", " + ", ".join(f"{s.median_ms:.3f} ms @{s.threads}t" for s in row.latency)
+        text += ", " + ", ".join(f"{s.median_ms:.3f} ms @{s.threads}t" for s in row.latency if s.median_ms is not None)
     if row.error:
         text += f" ({row.error})"
     return text

@@ -82,13 +82,19 @@ def run(base: StudyConfig, sparsities: list[float], progress=None) -> tuple[list
     return points, all_results
 
 
-def table(points: list[SweepPoint], fmt: str = "github") -> str:
+def table_cells(points: list[SweepPoint]) -> tuple[list[str], list[list[str]]]:
+    """The sweep table's headers and cells, one row per (target, recipe)."""
     headers = ["target", "recipe", "status", "sparsity", "accuracy", "gzip KB", "gzip x fp32"]
     rows = [
         [f"{p.target:g}", p.recipe, p.status, _f(p.sparsity, ".3f"), _f(p.metric, ".4f"),
          _f(p.gzip_bytes and p.gzip_bytes / 1024, ".1f"), _f(p.gzip_ratio, ".3f")]
         for p in points
     ]  # fmt: skip
+    return headers, rows
+
+
+def table(points: list[SweepPoint], fmt: str = "github") -> str:
+    headers, rows = table_cells(points)
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 

@@ -255,10 +255,8 @@ def _delegation(row: dict) -> str:
     return text
 
 
-def zoo_table(rows: list[dict], tablefmt: str = "github") -> str:
-    """The zoo's rows as a table, with the footnotes that say what its columns cannot."""
-    from tabulate import tabulate
-
+def zoo_cells(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """The zoo table's headers and cells, one row per model, recipe and thread count."""
     sweep = len({r["threads"] for r in rows}) > 1
     headers = ["model", "recipe"] + (["threads"] if sweep else [])
     headers += ["params", "size B", "gzip B", "B/param", "MMACs", "median ms", "p90 ms", "GFLOP/s", "of peak"]
@@ -275,14 +273,26 @@ def zoo_table(rows: list[dict], tablefmt: str = "github") -> str:
                _fmt(lat.get("first_invoke_ms"), ".1f"), _fmt(lat.get("peak_rss_mb"), ".0f")]
             + ([_fmt(r["scaling_efficiency"], ".2f")] if sweep else []) + [r["error"] or ""]
         )  # fmt: skip
-    table = tabulate(cells, headers=headers, tablefmt=tablefmt, disable_numparse=True)
-    notes = [
-        f"* {ACCURACY_NOTE}; int8 is calibrated on random-normal inputs.",
-        "* MMACs: multiply-accumulates of conv, depthwise, dense and matmul ops counted in the .tflite; "
+    return headers, cells
+
+
+def zoo_notes() -> list[str]:
+    """The footnotes that say what the zoo table's columns cannot."""
+    return [
+        f"{ACCURACY_NOTE}; int8 is calibrated on random-normal inputs.",
+        "MMACs: multiply-accumulates of conv, depthwise, dense and matmul ops counted in the .tflite; "
         + "GFLOP/s = 2 x MACs / median; 'of peak' is that over the float32 matmul peak at the same threads.",
-        "* XNNPACK ops: graph ops run by XNNPACK / all ops, with the ops left to LiteRT's builtin kernels.",
+        "XNNPACK ops: graph ops run by XNNPACK / all ops, with the ops left to LiteRT's builtin kernels.",
     ]
-    return table + "\n\n" + "\n".join(notes)
+
+
+def zoo_table(rows: list[dict], tablefmt: str = "github") -> str:
+    """The zoo's rows as a table, with the footnotes that say what its columns cannot."""
+    from tabulate import tabulate
+
+    headers, cells = zoo_cells(rows)
+    table = tabulate(cells, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    return table + "\n\n" + "\n".join(f"* {note}" for note in zoo_notes())
 
 
 def int8_size_check(rows: list[dict], min_params: int = 1_000_000) -> list[str]:

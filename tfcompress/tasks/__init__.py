@@ -1,6 +1,6 @@
 """The study's task families, one module each; importing this package registers them all.
 
-base.py            Task, Metric, Score, TaskSetup, the registry
+base.py            Task, Metric, Score, Examples, TaskSetup, the registry
 classification.py  image classifiers; top-1 accuracy
 language.py        a character-level transformer; bits per character
 detection.py       digits on canvases; COCO mAP (detector.py: the CenterNet-style model)
@@ -8,7 +8,18 @@ generative.py      a VAE's decoder; reconstruction PSNR
 adaptation.py      lora: the language model adapted to another corpus
 """
 
-from tfcompress.tasks.base import Metric, Score, Task, TaskSetup, all_columns, get, metric, names, register
+from tfcompress.tasks.base import (
+    Examples,
+    Metric,
+    Score,
+    Task,
+    TaskSetup,
+    all_columns,
+    get,
+    metric,
+    names,
+    register,
+)
 
 # Registration order: the order of names().
 # isort: off
@@ -20,4 +31,4 @@ from tfcompress.tasks import adaptation  # noqa: E402, F401
 
 # isort: on
 
-__all__ = ["Metric", "Score", "Task", "TaskSetup", "all_columns", "get", "metric", "names", "register"]
+__all__ = ["Examples", "Metric", "Score", "Task", "TaskSetup", "all_columns", "get", "metric", "names", "register"]

@@ -9,7 +9,12 @@ A study runs the same path for every task (recipe -> .tflite -> metric on the
   caches it), or, for a task whose model lives in another cache entry
   (``caches_own_model``), ``(model, loaded_from_cache)``;
 - ``score(outputs, dataset)``: the metric and its companions from the
-  .tflite's outputs on the test split;
+  .tflite's outputs on the test split, and the metric's per-example
+  contributions (``Examples``);
+- ``resampled(examples, counts)``: the metric recomputed on bootstrap draws
+  of the test examples (default: the mean of per-example values), from which
+  every row's metric and its difference to fp32's get 95% intervals
+  (``Task.intervals``, tfcompress.measure.bootstrap);
 - ``loss`` and ``batch_size`` for fine-tuning recipes;
 - ``options``: a frozen dataclass of the task's own settings (fields made with
   tfcompress.fields.param, so the script's flags derive from it);
@@ -25,6 +30,7 @@ without knowing the study.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -35,6 +41,7 @@ import numpy as np
 
 from tfcompress import data as data_lib
 from tfcompress.fields import Column, by_flag, content_hash, resolved
+from tfcompress.measure import bootstrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,19 +63,34 @@ class Metric:
     description: str
     notes: tuple[str, ...] = ()
 
+    def tolerance(self, reference: float, points: float = 1.0, percent: float = 1.0) -> float:
+        """How much worse than ``reference`` is within tolerance, in the metric's units: 1 point or 1%."""
+        return points / 100 if self.fraction else abs(reference) * percent / 100
+
     def within(self, value: float, reference: float, points: float = 1.0, percent: float = 1.0) -> bool:
         """Whether ``value`` is no worse than ``reference`` by more than 1 point (fractions) or 1% (others)."""
-        tolerance = points / 100 if self.fraction else abs(reference) * percent / 100
         worse = reference - value if self.higher_is_better else value - reference
-        return worse <= tolerance + 1e-12
+        return worse <= self.tolerance(reference, points, percent) + 1e-12
 
-    def delta(self, value: float, reference: float) -> str:
-        """The change from the reference as the report shows it: '+0.30 pt' (fractions) or '-1.20%'."""
-        if self.fraction:
-            return f"{(value - reference) * 100:+.2f} pt"
-        if reference:
-            return f"{(value - reference) / abs(reference) * 100:+.2f}%"
-        return f"{value - reference:+.4g}"
+    @property
+    def delta_scale(self) -> float:
+        """What a difference is multiplied by in a row's ``metric_delta_ci``: 100 (points) for fractions, else 1."""
+        return 100.0 if self.fraction else 1.0
+
+    def delta(self, value: float, reference: float, interval: tuple[float, float] | None = None) -> str:
+        """The change from the reference as the report shows it: '+0.30 pt' (fractions) or '-1.20%'.
+
+        ``interval``: the difference's [low, high] as a row's ``metric_delta_ci`` holds it (points for
+        fractions, else the metric's units), shown after it in the same units: '+0.30 pt [-0.20, +0.80]'.
+        """
+        scale, unit, spec = (100, " pt", "+.2f") if self.fraction else (1, "", "+.4g")
+        if not self.fraction and reference:
+            scale, unit, spec = 100 / abs(reference), "%", "+.2f"
+        text = f"{(value - reference) * scale:{spec}}{unit}"
+        if interval is None:
+            return text
+        low, high = (bound / self.delta_scale * scale for bound in interval)
+        return f"{text} [{low:{spec}}, {high:{spec}}]"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"notes": list(self.notes)}
@@ -76,6 +98,31 @@ class Metric:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Metric:
         return cls(d["name"], d["higher_is_better"], d["fraction"], d.get("description", ""), tuple(d.get("notes", ())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A metric's per-example contributions: what it is recomputed from on a resample of the test examples.
+
+    Attributes:
+      count: the test examples a resample draws from (images, text windows).
+      arrays: named arrays the task's ``resampled`` reads; for a mean metric,
+        ``values`` (count,). They travel between processes as .npz files.
+    """
+
+    count: int
+    arrays: dict[str, np.ndarray]
+
+    @classmethod
+    def of_mean(cls, values: np.ndarray) -> Examples:
+        """The contributions of a metric that is the mean of ``values`` (one per example)."""
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        return cls(len(values), {"values": values})
+
+
+def resampled_mean(examples: Examples, counts: np.ndarray) -> np.ndarray:
+    """A mean metric on bootstrap draws: ``counts`` (B, count) -> (B,) means of ``examples.arrays['values']``."""
+    return bootstrap.mean_statistic(examples.arrays["values"])(counts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +134,29 @@ class Score:
       extras: more values for the row (e.g. perplexity, mAP@[.5:.95]).
       predictions: per-example discrete predictions that agreement with fp32
         is computed on; None where agreement has no meaning (boxes, images).
+      examples: the metric's per-example contributions, for its bootstrap
+        intervals; None where the task gives none.
     """
 
     metric: float
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     predictions: np.ndarray | None = None
+    examples: Examples | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Intervals:
+    """A row's 95% bootstrap intervals (tfcompress.measure.bootstrap); None where they are not finite.
+
+    Attributes:
+      metric: of the row's metric, in its units.
+      delta: of the row's metric minus the reference's, paired (the same
+        draws of the test examples for both), in points for fractions and in
+        the metric's units otherwise; None without a reference.
+    """
+
+    metric: bootstrap.Interval | None
+    delta: bootstrap.Interval | None = None
 
 
 class ModelCache(Protocol):
@@ -149,6 +214,25 @@ class Task:
     columns: tuple[Column, ...] = ()
     # (fp32 metric, dataset) -> a one-line warning when the baseline's metric looks wrong, else None
     check_baseline: Callable[[float, data_lib.Dataset], str | None] | None = None
+    # (examples, counts (B, examples.count)) -> the metric on B bootstrap draws of the test examples
+    resampled: Callable[[Examples, np.ndarray], np.ndarray] = resampled_mean
+
+    def intervals(self, examples: Examples, reference: Examples | None = None, seed: int = 0) -> Intervals:
+        """The metric's 95% interval and, paired with ``reference`` (fp32's), its difference's.
+
+        Both come from the same bootstrap.RESAMPLES draws of the test examples, seeded by ``seed``.
+
+        Raises:
+          ValueError: ``reference`` counts other examples than ``examples``.
+        """
+        sources = [examples] if reference is None else [examples, reference]
+        if reference is not None and reference.count != examples.count:
+            raise ValueError(f"The reference has {reference.count} test examples; the row has {examples.count}.")
+        statistics = [functools.partial(self.resampled, e) for e in sources]
+        with np.errstate(invalid="ignore"):  # an infinite value (an exact image's PSNR) gives no interval
+            values = bootstrap.resampled(statistics, examples.count, seed=seed)
+            delta = None if reference is None else (values[0] - values[1]) * self.metric.delta_scale
+        return Intervals(_finite_interval(values[0]), None if delta is None else _finite_interval(delta))
 
     def make_options(self, overrides: dict[str, Any] | None = None) -> Any:
         """The task's Options with ``overrides`` applied (None for a task without options).
@@ -176,6 +260,11 @@ class Task:
         data_name = re.sub(r"[^\w.-]+", "_", dataset.name)
         stem = f"{model}-{data_name}-{shape}-c{dataset.num_classes}-e{setup.epochs}-s{setup.seed}"
         return f"{stem}-{fingerprint(setup)[:10]}"
+
+
+def _finite_interval(values: np.ndarray) -> bootstrap.Interval | None:
+    """The percentile interval of bootstrap values, or None when any is NaN or infinite (an exact image's PSNR)."""
+    return bootstrap.percentile_interval(values) if np.all(np.isfinite(values)) else None
 
 
 def fingerprint(setup: TaskSetup) -> str:

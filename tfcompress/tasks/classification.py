@@ -14,7 +14,7 @@ from tfcompress import models
 from tfcompress._keras import tf
 from tfcompress.fields import param
 from tfcompress.measure.evaluate import accuracy, top1
-from tfcompress.tasks.base import Metric, Score, Task, register
+from tfcompress.tasks.base import Examples, Metric, Score, Task, register
 
 # Built-in models made for one input shape: the classification data is resized to it (the digits to 48x48x3).
 _CLASSIFICATION_INPUT_SHAPES = {"mobilenet_v2": (48, 48, 3)}
@@ -163,7 +163,8 @@ def _check_baseline(metric: float, dataset: data_lib.Dataset) -> str | None:
 
 def _classification_score(outputs, dataset) -> Score:
     predictions = top1(outputs)
-    return Score(accuracy(predictions, dataset.y_test), predictions=predictions)
+    correct = predictions == np.asarray(dataset.y_test)  # accuracy is their mean
+    return Score(accuracy(predictions, dataset.y_test), predictions=predictions, examples=Examples.of_mean(correct))
 
 
 register(

@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+from typing import Any
 
 import numpy as np
 
 from tfcompress import data as data_lib
 from tfcompress.fields import Column
 from tfcompress.tasks import detector
-from tfcompress.tasks.base import Metric, Score, Task, TaskSetup, register
+from tfcompress.tasks.base import Examples, Metric, Score, Task, TaskSetup, register
 
 _INK = 0.1  # a pixel brighter than this belongs to a digit
 
@@ -144,6 +145,11 @@ def coco_map(truth: DetectionSet, predictions: list[tuple[np.ndarray, np.ndarray
     Returns:
       {"map": mAP@[.5:.95], "map50": mAP@.5}; both 0.0 when nothing is predicted.
     """
+    return _coco_eval(truth, predictions)[0]
+
+
+def _coco_eval(truth: DetectionSet, predictions) -> tuple[dict[str, float], Any]:
+    """coco_map's scores and pycocotools' evaluated COCOeval (None when nothing is predicted)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -161,7 +167,7 @@ def coco_map(truth: DetectionSet, predictions: list[tuple[np.ndarray, np.ndarray
                                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
                                         float(box[3] - box[1])]})  # fmt: skip
     if not detections:
-        return {"map": 0.0, "map50": 0.0}
+        return {"map": 0.0, "map50": 0.0}, None
     height, width = truth.images.shape[1:3]
     ground_truth = COCO()
     ground_truth.dataset = {
@@ -176,7 +182,86 @@ def coco_map(truth: DetectionSet, predictions: list[tuple[np.ndarray, np.ndarray
         evaluation.accumulate()
         evaluation.summarize()
     # stats[0] is AP@[.5:.95], stats[1] AP@.5; -1 means "no ground truth", which counts as 0 here.
-    return {"map": max(0.0, float(evaluation.stats[0])), "map50": max(0.0, float(evaluation.stats[1]))}
+    scores = {"map": max(0.0, float(evaluation.stats[0])), "map50": max(0.0, float(evaluation.stats[1]))}
+    return scores, evaluation
+
+
+# --- mAP@.5 on resampled canvases --------------------------------------------------------------------------------
+#
+# COCOeval.evaluate() matches each canvas's detections to its boxes once; accumulate() then sorts every
+# category's detections by score and integrates precision over 101 recall points. A canvas drawn k times by a
+# bootstrap resample adds its matches k times, so the resample's AP is accumulate()'s with each detection
+# weighted by its canvas's count, and the positives counted the same way: one evaluate() per row, and a
+# weighted re-accumulation per draw in numpy (resampled_map50). With every count 1 it is pycocotools' AP@.5.
+
+
+def map50_examples(truth: DetectionSet, evaluation) -> Examples:
+    """mAP@.5's per-canvas contributions from an evaluated COCOeval (None: nothing was predicted).
+
+    Arrays: ``positives`` (canvases, classes), the boxes of each class on each canvas; and per detection,
+    in the order accumulate() ranks them within each class (by class): ``image``, ``category`` and ``tp``
+    (matched to a box at IoU 0.5). Detections pycocotools ignores are left out, as they count for nothing.
+    """
+    n, classes = len(truth.images), truth.num_classes
+    positives = np.zeros((n, classes))
+    for i, labels in enumerate(truth.labels):
+        np.add.at(positives[i], labels, 1.0)  # no crowd boxes, one area range: every box counts
+    image, category, tp = [], [], []
+    if evaluation is not None:
+        p = evaluation.params
+        area = next(a for a, label in enumerate(p.areaRngLbl) if label == "all")
+        images = len(p.imgIds)
+        for k, c in enumerate(p.catIds):  # evalImgs is laid out by category, then area range, then image
+            first = (k * len(p.areaRng) + area) * images
+            found = [e for e in evaluation.evalImgs[first : first + images] if e is not None]
+            if not found:
+                continue
+            scores = np.concatenate([e["dtScores"] for e in found])
+            order = np.argsort(-scores, kind="mergesort")  # as accumulate() ranks them, ties included
+            matched = np.concatenate([e["dtMatches"][0] for e in found])[order] > 0  # [0]: IoU 0.5
+            ignored = np.concatenate([e["dtIgnore"][0] for e in found])[order] > 0
+            owner = np.concatenate([np.full(len(e["dtScores"]), e["image_id"]) for e in found])  # ids are indices
+            image.append(owner[order][~ignored])
+            category.append(np.full(int(np.sum(~ignored)), c))
+            tp.append(matched[~ignored])
+    arrays = {"positives": positives, "image": _joined(image, np.int64), "category": _joined(category, np.int64),
+              "tp": _joined(tp, bool)}  # fmt: skip
+    return Examples(n, arrays)
+
+
+def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+_RECALL_POINTS = np.linspace(0.0, 1.00, 101)  # pycocotools' recThrs
+
+
+def resampled_map50(examples: Examples, counts: np.ndarray) -> np.ndarray:
+    """mAP@.5 on bootstrap draws of the canvases: ``counts`` (B, canvases) -> (B,); see map50_examples.
+
+    A class without boxes in a draw is left out of that draw's mean, as pycocotools leaves it out; a draw
+    with no boxes at all scores 0, as coco_map does.
+    """
+    a = examples.arrays
+    counts = np.asarray(counts, dtype=np.float64)
+    positives = counts @ a["positives"]  # (B, classes)
+    ap = np.zeros_like(positives)
+    for c in np.unique(a["category"]):
+        mine = a["category"] == c
+        weights = counts[:, a["image"][mine]]  # (B, detections of class c)
+        tp = np.cumsum(weights * a["tp"][mine], axis=1)
+        fp = np.cumsum(weights * ~a["tp"][mine], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            recall = tp / positives[:, c : c + 1]
+        precision = tp / (tp + fp + np.spacing(1))
+        envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]  # best precision at this recall or more
+        padded = np.concatenate([envelope, np.zeros((len(counts), 1))], axis=1)  # beyond the last recall: 0
+        for b in np.flatnonzero(positives[:, c] > 0):
+            at = np.searchsorted(recall[b], _RECALL_POINTS, side="left")
+            ap[b, c] = padded[b, at].mean()
+    present = positives > 0
+    with np.errstate(invalid="ignore"):
+        return np.where(present.any(axis=1), (ap * present).sum(axis=1) / present.sum(axis=1), 0.0)
 
 
 # --- the task ------------------------------------------------------------------------------------------------
@@ -195,8 +280,8 @@ def _detection_build(setup: TaskSetup, dataset: data_lib.Dataset, verbose: int):
 
 
 def _detection_score(outputs: np.ndarray, dataset: data_lib.Dataset) -> Score:
-    scores = coco_map(dataset.meta, detector.decode(outputs))
-    return Score(scores["map50"], {"map": scores["map"]})
+    scores, evaluation = _coco_eval(dataset.meta, detector.decode(outputs))
+    return Score(scores["map50"], {"map": scores["map"]}, examples=map50_examples(dataset.meta, evaluation))
 
 
 register(
@@ -212,5 +297,6 @@ register(
         loss=detector.DetectionLoss,
         user_models=False,
         columns=(Column("map", "mAP@[.5:.95]", ".4f"),),
+        resampled=resampled_map50,
     )
 )

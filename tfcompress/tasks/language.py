@@ -19,7 +19,7 @@ from tfcompress import models
 from tfcompress._keras import keras, tf
 from tfcompress.data import DataError, Dataset
 from tfcompress.fields import param
-from tfcompress.tasks.base import Metric, Score, Task, TaskSetup, register
+from tfcompress.tasks.base import Examples, Metric, Score, Task, TaskSetup, register
 
 
 class TextError(ValueError):
@@ -134,13 +134,18 @@ def build_transformer(
     return keras.Model(tokens, keras.layers.Dense(vocab_size, name="logits")(x), name="char_transformer")
 
 
-def bits_per_char(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Mean next-character cross-entropy in bits, from logits (..., vocab) and target ids (...)."""
+def bits(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each next character's cross-entropy in bits, from logits (..., vocab) and target ids (...): shape (...)."""
     logits = logits.astype(np.float64)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     picked = np.take_along_axis(log_probs, targets[..., np.newaxis].astype(np.int64), axis=-1)[..., 0]
-    return float(-picked.mean() / np.log(2))
+    return -picked / np.log(2)
+
+
+def bits_per_char(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean next-character cross-entropy in bits, from logits (..., vocab) and target ids (...)."""
+    return float(bits(logits, targets).mean())
 
 
 def as_dataset(data: TextData, context: int) -> Dataset:
@@ -176,10 +181,16 @@ class LanguageOptions:
       context: the model's context length in characters, at least 2.
     """
 
+    # The lora task's Options inherit both (its model is this one, pretrained on text_file).
     text_file: str | None = param(
-        None, "--task=language: a UTF-8 corpus (default: CPython's bundled documentation text).", path=True
+        None,
+        "--task=language and --task=lora: the UTF-8 corpus the language model is trained on (default: CPython's "
+        + "bundled documentation text).",
+        path=True,
     )
-    context: int = param(64, "--task=language: context length in characters.", bounds=(2, None))
+    context: int = param(
+        64, "--task=language and --task=lora: the language model's context length in characters.", bounds=(2, None)
+    )
 
     def __post_init__(self):
         if self.context < 2:
@@ -201,9 +212,15 @@ def _language_build(setup: TaskSetup, dataset: Dataset, verbose: int):
 
 
 def score(outputs: np.ndarray, dataset: Dataset) -> Score:
-    """Bits per character on the test windows; perplexity beside it; next-character guesses for agreement."""
-    bits = bits_per_char(outputs, dataset.y_test)
-    return Score(bits, {"perplexity": float(2.0**bits)}, np.argmax(outputs, axis=-1))
+    """Bits per character on the test windows; perplexity beside it; next-character guesses for agreement.
+
+    The per-example contributions are the windows' own bits per character: every window holds ``context``
+    characters, so their mean is the metric, and a resample draws whole windows.
+    """
+    per_char = bits(outputs, dataset.y_test)
+    mean = float(per_char.mean())
+    windows = per_char.reshape(len(per_char), -1).mean(axis=1)
+    return Score(mean, {"perplexity": float(2.0**mean)}, np.argmax(outputs, axis=-1), Examples.of_mean(windows))
 
 
 BITS_PER_CHAR = Metric(
