@@ -12,6 +12,8 @@ with more threads.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +24,8 @@ from tfcompress.measure.rounds import schedule
 from tfcompress.recipes import RecipeContext
 from tfcompress.recipes import get as get_recipe
 from tfcompress.study import bench_render as md
+from tfcompress.study import cli, latency_report, report, runner
+from tfcompress.study.config import from_flat
 
 RECIPES = ("fp32", "dynamic_range", "float16", "int8")
 OURS = ("interpreter", "compiled_model")
@@ -161,12 +165,6 @@ def _verdicts(checks: dict, measured: dict, threads, tolerance: float) -> list[s
 
 def study_section(work_dir: str, progress: Callable) -> tuple[str, list[dict]]:
     """``make study`` as on a fresh clone (the default study, its model trained first), with its latency checks."""
-    import shutil
-    import time
-
-    from tfcompress.study import cli, latency_report, report, runner
-    from tfcompress.study.config import from_flat
-
     config = from_flat(**cli.PRESETS["quick"], output_dir=os.path.join(work_dir, "study"))
     shutil.rmtree(config.output_dir, ignore_errors=True)
     start = time.perf_counter()

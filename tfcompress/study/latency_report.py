@@ -10,7 +10,8 @@ from tfcompress.measure.stats import paired_ratio_interval, ratio_interval
 from tfcompress.study.results import Results, Row
 
 
-def _fmt(value, spec: str, suffix: str = "") -> str:
+def fmt(value, spec: str, suffix: str = "") -> str:
+    """A table cell: ``value`` in ``spec`` with ``suffix``, or empty for None."""
     return "" if value is None else f"{value:{spec}}{suffix}"
 
 
@@ -130,21 +131,21 @@ def lab_table(results: Results) -> tuple[list[str], list[list[str]]]:
             delegated = ""
         line = ([row.model] if multi_model else []) + [
             row.recipe,
-            _fmt(row.macs and row.macs / 1e6, ".2f"),
-            _fmt(gflops, ".1f"),
+            fmt(row.macs and row.macs / 1e6, ".2f"),
+            fmt(gflops, ".1f"),
             roof,
-            _fmt(fraction, ".0%"),
-            _fmt(stats and stats.init_ms, ".1f"),
-            _fmt(stats and stats.first_invoke_ms, ".2f"),
-            _fmt(stats and stats.peak_rss_mb, ".0f"),
-            _fmt(stats and stats.os_threads, "d"),
+            fmt(fraction, ".0%"),
+            fmt(stats and stats.init_ms, ".1f"),
+            fmt(stats and stats.first_invoke_ms, ".2f"),
+            fmt(stats and stats.peak_rss_mb, ".0f"),
+            fmt(stats and stats.os_threads, "d"),
             delegated,
             _undelegated(stats),
         ]
         if len(threads) > 1:
             same_runtime = [s for s in row.latency if s.runtime == runtime0]
             efficiency = scaling_efficiency(same_runtime) if same_runtime else {}
-            line += [_fmt(efficiency.get(t), ".2f") for t in threads[1:]]
+            line += [fmt(efficiency.get(t), ".2f") for t in threads[1:]]
         cells.append(line)
     return headers, cells
 

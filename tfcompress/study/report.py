@@ -13,6 +13,7 @@ from tfcompress.fields import Column
 from tfcompress.measure import bootstrap
 from tfcompress.measure.latency import RUNTIMES
 from tfcompress.study.latency_report import (
+    fmt,
     format_lab_table,
     lab_notes,
     latency_settings,
@@ -25,19 +26,10 @@ from tfcompress.study.results import Results, Row, write_atomic
 TABLE_FORMATS = ("github", "csv", "latex", "latex_booktabs", "pipe", "simple", "grid", "plain", "tsv", "html")
 
 
-def thread_counts(results: Results) -> list[int]:
-    """Every thread count measured in any row, ascending."""
-    return sorted({s.threads for r in results.rows for s in r.latency})
-
-
 def _ratio(value, base) -> float | None:
     if value is None or not base:
         return None
     return value / base
-
-
-def _fmt(value, spec: str, suffix: str = "") -> str:
-    return "" if value is None else f"{value:{spec}}{suffix}"
 
 
 def metrics(results: Results) -> dict[str, tasks.Metric]:
@@ -107,19 +99,19 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
         line = ([row.model] if multi_model else []) + [
             row.recipe,
             row.status.value,
-            _fmt(row.size_bytes and row.size_bytes / 1024, ".1f"),
-            _fmt(_ratio(row.size_bytes, base and base.size_bytes), ".3f"),
-            _fmt(row.gzip_bytes and row.gzip_bytes / 1024, ".1f"),
-            _fmt(_ratio(row.gzip_bytes, base and base.gzip_bytes), ".3f"),
-            _fmt(row.metric, ".4f"),
+            fmt(row.size_bytes and row.size_bytes / 1024, ".1f"),
+            fmt(_ratio(row.size_bytes, base and base.size_bytes), ".3f"),
+            fmt(row.gzip_bytes and row.gzip_bytes / 1024, ".1f"),
+            fmt(_ratio(row.gzip_bytes, base and base.gzip_bytes), ".3f"),
+            fmt(row.metric, ".4f"),
             _delta(row, base, known),
-            _fmt(row.agreement, ".4f"),
+            fmt(row.agreement, ".4f"),
         ]
         for t, runtime in timed:
             stats = row.latency_at(t, runtime)
             base_stats = base.latency_at(t, runtime) if base else None
-            speed = speedup_cell(base_stats, stats) if row is not base else _fmt(stats and 1.0, ".2f", "x")
-            line += [p50_cell(stats), _fmt(stats and stats.p90_ms, ".3f"), speed]
+            speed = speedup_cell(base_stats, stats) if row is not base else fmt(stats and 1.0, ".2f", "x")
+            line += [p50_cell(stats), fmt(stats and stats.p90_ms, ".3f"), speed]
         line += [c.format(row.extras.get(c.key)) for c in extra]
         note = row.error or ""
         line.append(note if len(note) <= 80 else note[:77] + "...")
