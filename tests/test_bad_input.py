@@ -12,9 +12,10 @@ from tests.conftest import study_cli
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, tiny_cnn, digits):
+def files(tmp_path_factory, tiny_cnn, digits, calibration):
     """A user's model in every format, good and damaged, and data files."""
     from tfcompress._keras import keras
+    from tfcompress.recipes.converter import Quantization, convert
 
     root = tmp_path_factory.mktemp("inputs")
     tiny_cnn.save(root / "model.keras")
@@ -25,6 +26,10 @@ def files(tmp_path_factory, tiny_cnn, digits):
     (root / "corrupt_saved_model").mkdir()
     (root / "corrupt_saved_model" / "saved_model.pb").write_bytes(os.urandom(500))
     (root / "model.tflite").write_bytes(b"TFL3" + os.urandom(100))
+    (root / "fp32.tflite").write_bytes(convert(tiny_cnn))
+    (root / "truncated.tflite").write_bytes((root / "fp32.tflite").read_bytes()[:1000])
+    for mode in (Quantization.INT8, Quantization.DYNAMIC_RANGE, Quantization.FLOAT16):  # not fp32: refused
+        (root / f"{mode.value}.tflite").write_bytes(convert(tiny_cnn, mode, calibration))
     (root / "folder.keras").mkdir()  # a path that exists but cannot be read as a file
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Flatten()(inputs))
@@ -60,8 +65,9 @@ def files(tmp_path_factory, tiny_cnn, digits):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "one_class" / "a" / "x.png")
     paths.update(
         {name: str(root / name) for name in ("model.keras", "model.h5", "saved_model", "truncated.keras",
-                                             "corrupt.h5", "corrupt_saved_model", "model.tflite", "lambda.keras",
-                                             "folder.keras", "no_images", "one_class")}
+                                             "corrupt.h5", "corrupt_saved_model", "model.tflite", "truncated.tflite",
+                                             "fp32.tflite", "int8.tflite", "dynamic_range.tflite", "float16.tflite",
+                                             "lambda.keras", "folder.keras", "no_images", "one_class")}
     )  # fmt: skip
     return paths
 
@@ -81,7 +87,11 @@ MODEL_CASES = [
     ("truncated .keras", "truncated.keras", "Cannot load the Keras model"),
     ("corrupt .h5", "corrupt.h5", "Cannot load the Keras model"),
     ("corrupt SavedModel", "corrupt_saved_model", "Cannot load the Keras model"),
-    (".tflite given", "model.tflite", "is a .tflite file; --model needs the Keras model it came from"),
+    ("garbage .tflite", "model.tflite", "Cannot load the .tflite file"),
+    ("truncated .tflite", "truncated.tflite", "Cannot load the .tflite file"),
+    ("int8 .tflite", "int8.tflite", "int8.tflite' has int8 input"),
+    ("dynamic-range .tflite", "dynamic_range.tflite", "dynamic_range.tflite' holds quantized int8 tensors"),
+    ("float16 .tflite", "float16.tflite", "float16.tflite' holds float16 weights"),
     ("Lambda layer", "lambda.keras", "holds a Lambda layer, whose Python code would run while loading; refused"),
 ]
 
@@ -93,7 +103,7 @@ def test_bad_model_files_are_refused(capsys, tmp_path, files, case, model, messa
     _assert_refused(code, err, f"{tmp_path}/out", message)
 
 
-@pytest.mark.parametrize("model", ["model.keras", "model.h5", "saved_model"])
+@pytest.mark.parametrize("model", ["model.keras", "model.h5", "saved_model", "fp32.tflite"])
 def test_good_model_in_every_format_loads(files, model):
     from tfcompress.loading import load_model
 

@@ -61,7 +61,9 @@ def test_every_parameter_of_every_recipe_is_a_flag():
     import experiments.study  # noqa: F401
 
     for recipe in recipes.base.recipes():
-        for field in dataclasses.fields(recipe.params) if recipe.params else ():
+        if recipe.params is None or not recipe.params.__module__.startswith("tfcompress."):
+            continue  # a test plugin registered after the script declared its flags (same worker process)
+        for field in dataclasses.fields(recipe.params):
             flag = flags.FLAGS[recipes.base.flag_name(field)]
             assert flag.default == field.default, (recipe.name, field.name)
 

@@ -8,6 +8,7 @@ fixed combinations.
     base.py           Recipe, Params fields, Column, the registry, export back ends
     pipeline.py       recipe specs ('prune:0.8>int8'): parsing and running
     converter.py      the TFLite converter: the post-training exports
+    quantizer.py      the LiteRT Quantizer: `quantize` on the fp32 file (int4, blockwise, weight-only, ...)
     training.py       what fine-tuning recipes share (FinetuneParams, the training call)
     finetune.py       `finetune`: full fine-tuning, the control for lora
     pruning.py clustering.py qat.py      TFMOT
@@ -40,6 +41,7 @@ from tfcompress.recipes.pipeline import Pipeline, Stage, parse, parse_recipes, r
 # Importing a module registers its recipes; import order is the default study's order.
 # isort: off
 from tfcompress.recipes import converter  # noqa: E402, F401
+from tfcompress.recipes import quantizer  # noqa: E402, F401  (quantize: not in the default study)
 from tfcompress.recipes import pruning  # noqa: E402, F401
 from tfcompress.recipes import clustering  # noqa: E402, F401
 from tfcompress.recipes import qat  # noqa: E402, F401
@@ -68,6 +70,20 @@ for _name, _spec, _description in [
     ),
 ]:
     register_alias(_name, _spec, _description)
+
+# The LiteRT Quantizer's common cases (not in the default study: run them with --recipes).
+for _name, _spec, _description in [
+    ("q_dynamic_int8", "quantize:weights=8:activations=float", "LiteRT Quantizer: int8 weights, dynamic activations"),
+    ("q_int8", "quantize:weights=8:activations=8", "LiteRT Quantizer: full integer, int8 weights and activations"),
+    ("q_int16x8", "quantize:weights=8:activations=16", "LiteRT Quantizer: int16 activations, int8 weights"),
+    ("q_weight_only_int4", "quantize:weights=4:activations=none", "LiteRT Quantizer: int4 weights, float compute"),
+    (
+        "q_int4_block32",
+        "quantize:weights=4:activations=float:granularity=block32",
+        "LiteRT Quantizer: int4 weights in blocks of 32 (fully-connected; int4 per channel elsewhere), dynamic",
+    ),
+]:
+    register_alias(_name, _spec, _description, in_default_study=False)
 
 __all__ = [
     "BASELINE",

@@ -123,7 +123,8 @@ class Recipe:
       description: one line for --help and the README.
       kind: transform or export.
       apply: for a transform, (model, context, params) -> Transformed; for an
-        export, (model, context, params) -> bytes. Must not change the model.
+        export, (model, context, params) -> bytes, or a Compressed when it has
+        extra row fields. Must not change the model.
       params: a frozen dataclass of the recipe's parameters, every field with a
         default, validated in __post_init__; None if it takes none.
       primary: the parameter that a bare value sets ('prune:0.9').
@@ -158,6 +159,7 @@ class Recipe:
 _REGISTRY: dict[str, Recipe] = {}
 _ALIASES: dict[str, tuple[str, str]] = {}  # name -> (spec, description)
 _ORDER: list[str] = []  # recipes and aliases in registration order: the default study's order
+_NOT_DEFAULT: set[str] = set()  # aliases a study with no --recipes leaves out
 
 
 def register(recipe: Recipe) -> Recipe:
@@ -169,12 +171,14 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def register_alias(name: str, spec: str, description: str) -> None:
+def register_alias(name: str, spec: str, description: str, in_default_study: bool = True) -> None:
     """Names a fixed pipeline spec, e.g. register_alias('prune_int8', 'prune>int8', ...)."""
     if name in _REGISTRY or name in _ALIASES:
         raise RecipeError(f"Recipe {name!r} is already registered.")
     _ALIASES[name] = (spec, description)
     _ORDER.append(name)
+    if not in_default_study:
+        _NOT_DEFAULT.add(name)
 
 
 def names() -> list[str]:
@@ -184,7 +188,11 @@ def names() -> list[str]:
 
 def default_names() -> list[str]:
     """The recipes and aliases a study with no --recipes runs, in registration order."""
-    return [n for n in _ORDER if n in _ALIASES or _REGISTRY[n].in_default_study]
+    return [
+        n
+        for n in _ORDER
+        if (n in _ALIASES and n not in _NOT_DEFAULT) or (n in _REGISTRY and _REGISTRY[n].in_default_study)
+    ]
 
 
 def describe() -> list[tuple[str, str]]:
@@ -248,8 +256,8 @@ class ExportBackend(abc.ABC):
         """(recipe name, one-line description) of each mode, in the order to register them."""
 
     @abc.abstractmethod
-    def export(self, model: keras.Model, mode: str, context: RecipeContext, params: Any = None) -> bytes:
-        """The .tflite bytes of ``model`` in ``mode``."""
+    def export(self, model: keras.Model, mode: str, context: RecipeContext, params: Any = None) -> bytes | Compressed:
+        """The .tflite bytes of ``model`` in ``mode`` (or a Compressed: the bytes and extra row fields)."""
 
     def export_sparse(self, model: keras.Model, mode: str, context: RecipeContext, params: Any = None) -> bytes:
         """The same export with sparse weight storage; back ends without one do not override it."""
@@ -258,6 +266,10 @@ class ExportBackend(abc.ABC):
     def params(self, mode: str) -> type | None:
         """The Params dataclass of a mode (None: it takes none)."""
         return None
+
+    def recipe_options(self, mode: str) -> dict[str, Any]:
+        """Other Recipe fields of a mode's recipe (primary, in_default_study, columns)."""
+        return {}
 
     @property
     def has_sparse(self) -> bool:
@@ -277,13 +289,14 @@ def register_backend(backend: ExportBackend) -> list[Recipe]:
                     functools.partial(_export, backend.export, mode),
                     params=backend.params(mode),
                     sparse=functools.partial(_export, backend.export_sparse, mode) if backend.has_sparse else None,
+                    **backend.recipe_options(mode),
                 )
             )
         )
     return registered
 
 
-def _export(method: Callable[..., bytes], mode: str, model, context: RecipeContext, params=None) -> bytes:
+def _export(method: Callable[..., Any], mode: str, model, context: RecipeContext, params=None) -> bytes | Compressed:
     return method(model, mode, context, params)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from tfcompress._keras import keras, tf
 from tfcompress._process import CONVERTER_NOTICES, quiet_stderr
-from tfcompress.loading import ExportedModel
-from tfcompress.recipes.base import ExportBackend, RecipeContext, register_backend
+from tfcompress.loading import ExportedModel, TFLiteModel
+from tfcompress.recipes.base import ExportBackend, NotApplicable, RecipeContext, register_backend
 from tfcompress.twin import is_keras3
 
 # What the converter's native code prints on every calibrated conversion.
@@ -37,6 +37,15 @@ class Quantization(enum.Enum):
         return self in (Quantization.INT8, Quantization.INT16X8)
 
 
+# What a .tflite model (TFLiteModel) gets instead of each converter mode: the LiteRT Quantizer's nearest spec.
+_QUANTIZE_INSTEAD = {
+    Quantization.DYNAMIC_RANGE: "quantize:weights=8:activations=float",
+    Quantization.FLOAT16: "quantize:weights=8:activations=none",
+    Quantization.INT8: "quantize:weights=8:activations=8",
+    Quantization.INT16X8: "quantize:weights=8:activations=16",
+}
+
+
 def _representative(x: np.ndarray) -> Iterator[list[np.ndarray]]:
     for i in range(len(x)):  # integer inputs (token ids) stay integers
         yield [x[i : i + 1] if np.issubdtype(x.dtype, np.integer) else x[i : i + 1].astype(np.float32)]
@@ -51,8 +60,9 @@ def convert(
     """Converts a Keras model to a .tflite flatbuffer.
 
     Args:
-      model: a model with one input: tf_keras, Keras 3, or a SavedModel
-        exported without layers (tfcompress.loading.ExportedModel).
+      model: a model with one input: tf_keras, Keras 3, a SavedModel
+        exported without layers (tfcompress.loading.ExportedModel), or an
+        fp32 .tflite file (TFLiteModel), which only FP32 takes: its own bytes.
       mode: the post-training quantization mode.
       calibration_data: inputs (N, ...) that represent real data; required by
         INT8 and INT16X8 to choose activation ranges.
@@ -64,8 +74,17 @@ def convert(
 
     Raises:
       ValueError: a calibrated mode was asked for without calibration data.
+      NotApplicable: a .tflite model in any mode but FP32, or sparse.
     """
     mode = Quantization(mode)
+    if isinstance(model, TFLiteModel):  # already converted: the fp32 row is the file as it is
+        if mode is Quantization.FP32 and not sparse:
+            return model.content
+        given = f"the model is a .tflite file ({model.name})"
+        if sparse:
+            raise NotApplicable(f"sparse export converts a Keras model with the TFLite converter; {given}.")
+        raise NotApplicable(f"{mode.value} converts a Keras model with the TFLite converter; {given}: "
+                            + f"use {_QUANTIZE_INSTEAD[mode]} (the LiteRT Quantizer) instead.")  # fmt: skip
     if mode.needs_calibration and (calibration_data is None or len(calibration_data) == 0):
         raise ValueError(f"Quantization {mode.value!r} needs calibration_data (representative inputs).")
     if isinstance(model, ExportedModel):  # a SavedModel without layers (Keras 3's model.export)

@@ -193,8 +193,9 @@ def make_student(teacher: keras.Model, params: DistillParams) -> keras.Model:
     """The starting student: the model file ``params.student``, else the teacher with fewer filters."""
     if params.student:
         student = loading.load_model(params.student, safe_mode=True)
-        if loading.flavour(student) == "saved_model":
-            raise NotApplicable(f"distill's student {params.student!r} is a SavedModel without layers to train; "
+        if loading.flavour(student) in ("saved_model", "tflite"):
+            what = "a .tflite file" if loading.flavour(student) == "tflite" else "a SavedModel"
+            raise NotApplicable(f"distill's student {params.student!r} is {what} without layers to train; "
                                 + "give its .keras file.")  # fmt: skip
         if twin.is_keras3(student):
             try:

@@ -228,6 +228,9 @@ def run(
         extras.update(result.extras)
     export = pipeline.export
     tflite = export.recipe.apply(current, context, export.params)
+    if isinstance(tflite, Compressed):  # an export with row fields of its own (the LiteRT Quantizer's)
+        extras.update(tflite.extras)
+        tflite = tflite.tflite
     extras["stages"] = [s.to_dict() for s in pipeline.stages]
     if pipeline.transforms:
         extras["finetune_s"] = finetune_s

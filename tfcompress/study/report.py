@@ -139,6 +139,7 @@ def flat_rows(results: Results) -> list[dict]:
     flat = []
     for row in results.rows:
         d = row.to_dict()
+        d.pop("layer_errors", None)  # a table of its own (results.json), not a cell
         for stats in d.pop("latency"):
             t, runtime = stats["threads"], stats.get("runtime", RUNTIMES[0])
             prefix = f"latency_{t}t" if runtime == RUNTIMES[0] else f"latency_{t}t_{runtime}"
@@ -216,11 +217,34 @@ def to_markdown(results: Results) -> str:
         + "default (reference or optimized builtin) kernels, usually slower, and every hand-off costs time.",
         *lab_notes(results),
     ]
+    lines += layer_error_lines(results)
     for name, metric in sorted(metrics(results).items()):
         lines.append(f"- {name}: {metric.description}; {'higher' if metric.higher_is_better else 'lower'} is better.")
         lines += [f"- {note}" for note in metric.notes]
     lines += [f"- {c.note}" for c in columns(results) if c.note]
     return "\n".join(lines) + "\n"
+
+
+WORST_LAYERS = 5
+
+
+def layer_error_lines(results: Results) -> list[str]:
+    """For each row with the LiteRT Quantizer's per-tensor errors, a short table of its worst tensors."""
+    lines = []
+    for row in results.rows:
+        errors = row.extras.get("layer_errors") if row.ok else None
+        if not errors:
+            continue
+        if not lines:
+            lines += ["", "## Worst tensors of the LiteRT Quantizer's rows", "",
+                      "Each tensor of the quantized file against the same tensor of the fp32 file, on "
+                      + f"{errors[0].get('samples', '?')} calibration inputs (results.json `layer_errors` has "
+                      + "every tensor). SNR = 10 log10(signal power / error power): higher is better."]  # fmt: skip
+        table = [[e["tensor"][:60], e["kind"], e.get("dtype") or "", fmt(e["snr_db"], ".1f"), fmt(e["cosine"], ".4f"),
+                  fmt(e["mse"], ".3g")] for e in errors[:WORST_LAYERS]]  # fmt: skip
+        headers = ["tensor", "kind", "type", "SNR dB", "cosine", "MSE"]
+        lines += ["", f"`{row.recipe}`:", "", tabulate(table, headers=headers, tablefmt="github")]
+    return lines
 
 
 def plot(results: Results, output_dir: str) -> list[str]:

@@ -17,8 +17,8 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+from tfcompress import loading, tasks
 from tfcompress import recipes as recipes_lib
-from tfcompress import tasks
 from tfcompress.fields import Column
 from tfcompress.models import predict_logits
 from tfcompress.study import job as job_lib
@@ -51,8 +51,9 @@ def run(
       config: the study's configuration.
       progress: called with one line of text per step (the script prints them).
       model: a model to study instead of ``config.model``: tf_keras or Keras 3
-        (training-time recipes then use its checked tf_keras twin), or a
-        tfcompress.loading.ExportedModel.
+        (training-time recipes then use its checked tf_keras twin), a
+        tfcompress.loading.ExportedModel, or a tfcompress.loading.TFLiteModel
+        (an fp32 .tflite file).
       dataset: a tfcompress Dataset to use instead of ``config.data``.
       executor: where the recipe jobs run; default in-process or isolated, as
         ``config.run.isolate`` says.
@@ -160,7 +161,12 @@ def study_columns(task: str, pipelines: list) -> list:
 
 
 def _add_keras_metric(row: Row, prepared, task_name: str, progress) -> None:
-    """Puts the Keras model's own metric on the test split beside the fp32 row's .tflite metric."""
+    """Puts the Keras model's own metric on the test split beside the fp32 row's .tflite metric.
+
+    A .tflite model has none: its fp32 row is the file itself.
+    """
+    if isinstance(prepared.model.model, loading.TFLiteModel):
+        return
     task = tasks.get(task_name)
     try:
         outputs = predict_logits(prepared.model.model, prepared.dataset.x_test)

@@ -81,7 +81,8 @@ def _pixel_scale(setup, model) -> tuple[dict, str]:
     if own:
         return {"pixel_scale": None}, "auto: the model starts with its own Rescaling or Normalization layer"
     if own is None:
-        return {}, "auto: default scaling (a SavedModel's layers cannot be read; set --input_scale if it scales itself)"
+        return {}, ("auto: default scaling (a SavedModel's or .tflite's layers cannot be read; set --input_scale if "
+                    + "it scales itself)")  # fmt: skip
     return {}, "auto: the model has no Rescaling or Normalization layer first"
 
 
