@@ -108,13 +108,13 @@ _CHECKED_OPS = ("FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL", "EMBEDDING_LOOKUP"
 
 def _op_config(p: QuantizeParams, granularity: str | None = None):
     """(algorithm key, the quantizer's OpQuantizationConfig) for the parameters."""
-    _, qtyping, *_ = _lib()
+    algorithm_manager, qtyping, *_ = _lib()
     weight = qtyping.TensorQuantizationConfig(
         num_bits=p.weights,
         symmetric=True,
         granularity=qtyping.QuantGranularity[_GRANULARITY[granularity or p.granularity]],
     )
-    algorithm = _lib()[0].AlgorithmName[_ALGORITHM[p.algorithm]]
+    algorithm = algorithm_manager.AlgorithmName[_ALGORITHM[p.algorithm]]
     precision = qtyping.ComputePrecision
     if p.activations == "none":
         config = qtyping.OpQuantizationConfig(
@@ -175,7 +175,6 @@ def _combo(p) -> dict[str, Any]:
 
 def _op_names(model, graph) -> list[tuple[str, Any]]:
     """(op type name, operator) of every op of a ModelT's subgraph."""
-    _, qtyping, *_ = _lib()
     from ai_edge_litert import schema_py_generated as schema
 
     codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -188,7 +187,7 @@ def _op_names(model, graph) -> list[tuple[str, Any]]:
 
 def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
     """Loads the parameters into the quantizer; returns {op scope regex: why it stays float} for float_ops."""
-    _, qtyping, _, fb, _ = _lib()
+    algorithm_manager, qtyping, _, fb, _ = _lib()
     algorithm, config = _op_config(p)
     all_ops = [n for n in qtyping.TFLOperationName.__members__ if n not in ("ALL_SUPPORTED",)]
     targets = (
@@ -204,37 +203,45 @@ def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
             fallback = _op_config(p, "channel")
             qt.update_quantization_recipe(".*", target, fallback[1], fallback[0])
         qt.update_quantization_recipe("(?:.*)" if blockwise else ".*", target, config, algorithm)
-    kept = {}
+    kept: dict[str, str] = {}
+    if not (p.float_ops or p.skip):
+        return kept
+    model = fb.read_model(fp32)
+    graph = model.subgraphs[0]
+    named = _op_names(model, graph)
+
+    def keep_float(op, why: str, config=None) -> None:
+        """The op's own rule (its output names, exactly): float, or ``config`` (float output, quantized weights)."""
+        scope = _scope(op, graph, fb)
+        kept[scope] = why
+        if config is None:
+            qt.update_quantization_recipe(scope, every_op, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+        else:
+            qt.update_quantization_recipe(scope, every_op, config[1], config[0])
+
+    every_op = qtyping.TFLOperationName.ALL_SUPPORTED
     if p.float_ops:
-        model = fb.read_model(fp32)
-        graph = model.subgraphs[0]
-        named = _op_names(model, graph)
         producers = {out: op for _, op in named for out in op.outputs}
         dynamic = _op_config(dataclasses.replace(p, activations="float"))
         for name, op in named:
             if not re.fullmatch(p.float_ops, name):
                 continue
-            kept[_scope(op, graph, fb)] = name
-            qt.update_quantization_recipe(_scope(op, graph, fb), qtyping.TFLOperationName.ALL_SUPPORTED,
-                                          algorithm_key=_lib()[0].AlgorithmName.NO_QUANTIZE)  # fmt: skip
+            keep_float(op, name)
             for i in op.inputs:
                 feeder = producers.get(i)
-                if feeder is None or p.activations in ("none", "float"):
-                    continue
-                # Its output feeds a float op: float output, and (where it has weights) quantized weights.
-                scope = _scope(feeder, graph, fb)
-                if scope not in kept:
-                    kept[scope] = f"feeds {name}"
-                    qt.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, dynamic[1], dynamic[0])
+                # In static modes the op that feeds a float op gets a float output and (where it has weights)
+                # quantized weights; weight-only and dynamic modes keep every activation float already.
+                if (
+                    feeder is not None
+                    and p.activations not in ("none", "float")
+                    and _scope(feeder, graph, fb) not in kept
+                ):
+                    keep_float(feeder, f"feeds {name}", dynamic)
     if p.skip:  # by the op's output names or its weights' names (a model's last layer outputs "Identity")
-        model = fb.read_model(fp32)
-        graph = model.subgraphs[0]
-        for _, op in _op_names(model, graph):
+        for _, op in named:
             names = [fb.get_tensor_name(graph.tensors[i]) for i in list(op.inputs) + list(op.outputs) if i >= 0]
             if any(re.search(p.skip, n) for n in names):
-                kept[_scope(op, graph, fb)] = f"skip={p.skip}"
-                qt.update_quantization_recipe(_scope(op, graph, fb), qtyping.TFLOperationName.ALL_SUPPORTED,
-                                              algorithm_key=_lib()[0].AlgorithmName.NO_QUANTIZE)  # fmt: skip
+                keep_float(op, f"skip={p.skip}")
     return kept
 
 
@@ -246,11 +253,12 @@ def _signature_data(fp32: bytes, x: np.ndarray) -> dict[str, list[dict[str, np.n
     """The quantizer's input format: {signature: [{input name: one example}, ...]}."""
     from ai_edge_litert.interpreter import Interpreter
 
-    signatures = Interpreter(model_content=fp32).get_signature_list()
+    interpreter = Interpreter(model_content=fp32)
+    signatures = interpreter.get_signature_list()
     if len(signatures) != 1 or len(next(iter(signatures.values()))["inputs"]) != 1:
         raise NotApplicable(f"quantize needs a .tflite with one signature of one input; this one has {signatures}.")
     key, signature = next(iter(signatures.items()))
-    runner = Interpreter(model_content=fp32).get_signature_runner(key)
+    runner = interpreter.get_signature_runner(key)
     name = signature["inputs"][0]
     dtype = runner.get_input_details()[name]["dtype"]
     return {key: [{name: x[i : i + 1].astype(dtype)} for i in range(len(x))]}
