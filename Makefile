@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 # Rebuilt when requirements.txt or setup.cfg changes (or .venv is missing).
 STAMP := $(VENV)/.installed
 
-.PHONY: venv study test lint bench fuzz clean
+.PHONY: venv study test test-slow lint bench fuzz clean
 
 venv: $(STAMP)
 
@@ -25,11 +25,16 @@ lint: venv
 # module-scoped fixtures (a trained model, a study) are built once.
 TEST_WORKERS ?= 2
 
+# The long end-to-end runs (marked slow) are left out so that it stays under 10 minutes on 2 cores;
+# `make test-slow` runs them, and so does `make bench` before its sections.
 test: venv lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(ARGS)
+
+test-slow: venv
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m slow $(ARGS)
 
 # Runs every section into benchmarks/<section>.json and renders BENCHMARKS.md from them (BUILD.md: how long).
-bench: venv
+bench: venv test-slow
 	$(PY) -m experiments.bench
 
 # The long fuzz run: 1,000 mutated .tflite and 1,000 mutated .npz files (a few minutes).

@@ -1,5 +1,6 @@
 """Runs the sections of BENCHMARKS.md (the default study, every task's study, a sparsity sweep, fuzzing,
-MobileNetV2 latency vs litert-benchmark, real CPU speed-ups, the latency zoo, Keras 3 models), saves each as
+MobileNetV2 latency vs litert-benchmark, real CPU speed-ups, the latency zoo, Keras 3 models, the LiteRT Quantizer
+next to the converter), saves each as
 benchmarks/<section>.json and renders BENCHMARKS.md from all of those files.
 
 python -m experiments.bench                                 # or: make bench (every section)

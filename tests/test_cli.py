@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ROOT, run_module
 
 
+@pytest.mark.slow
 def test_study_end_to_end_on_a_tiny_configuration(tmp_path):
     out = tmp_path / "out dir"  # a space in the path on purpose
     proc = run_module(

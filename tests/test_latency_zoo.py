@@ -125,6 +125,7 @@ def test_bad_flag_is_refused_before_any_work(tmp_path, flag):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end_on_a_real_application(tmp_path):
     out = tmp_path / "zoo"
     # One recipe keeps it short (a conversion of MobileNetV3Small takes about 15 s); the in-process tests

@@ -102,6 +102,9 @@ def test_float_ops_keep_an_op_types_activations_float(fp32, calibration):
     [
         ("quantize:weights=8:granularity=block32", ["granularity=block32", "nearest", "granularity=channel"]),
         ("quantize:weights=2:activations=none", ["weights=2", "activations=none", "activations=float"]),
+        # Limits the quantizer's config check passes but its algorithms raise only while quantizing.
+        ("quantize:weights=4:granularity=block32:algorithm=mse", ["no blockwise mode", "granularity=channel"]),
+        ("quantize:activations=8:algorithm=hadamard", ["no static", "nearest", "algorithm=min_max"]),
         ("quantize:weights=3", ["weights must be one of 8, 4, 2"]),
         ("quantize:activations=int8", ["activations must be one of"]),
         ("quantize:skip=(", ["skip='('", "not a regular expression"]),

@@ -279,6 +279,7 @@ def test_a_latency_crash_after_every_row_is_built_fails_only_its_row(tmp_path, m
     assert "killed by signal SIGABRT" in results.rows[1].error
 
 
+@pytest.mark.slow
 def test_language_task_reports_bits_per_char_measured_on_the_tflite(tmp_path):
     from tfcompress.tasks import language
 

@@ -206,6 +206,7 @@ def test_detection_task_scores_coco_map_on_each_tflite(tmp_path, monkeypatch):
     assert int8.size_bytes < 0.35 * fp32.size_bytes
 
 
+@pytest.mark.slow
 def test_generative_task_measures_the_tflite_decoder(tmp_path):
     results = _study(tmp_path, task="generative", recipes=("fp32", "float16"))
     fp32, float16 = results.rows
@@ -255,6 +256,7 @@ def test_sample_accuracy_is_the_share_of_decoded_images_the_judge_reads_as_their
     assert score.extras["sample_accuracy"] == 0.75
 
 
+@pytest.mark.slow
 def test_lora_task_adapts_the_pretrained_language_model(tmp_path):
     from tfcompress.tasks import adaptation, language
 

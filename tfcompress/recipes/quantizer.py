@@ -150,22 +150,38 @@ def _supported_ops(p: QuantizeParams) -> list[str]:
     return supported
 
 
+def _algorithm_limit(p) -> str | None:
+    """A limit the quantizer's algorithms raise only while quantizing, which its config check does not know."""
+    if p.algorithm == "mse" and p.granularity.startswith("block"):
+        return "its MSE algorithm has no blockwise mode"
+    if p.algorithm == "hadamard" and p.activations in ("8", "16"):
+        return "its Hadamard rotation has no static (integer activation) mode"
+    return None
+
+
+def _can(p) -> bool:
+    return bool(_supported_ops(p)) and _algorithm_limit(p) is None
+
+
 def unsupported(p: QuantizeParams) -> str | None:
     """Why the quantizer cannot do this combination, naming the nearest one it can; None when it can."""
-    if _supported_ops(p):
+    if _can(p):
         return None
     changes = [{"granularity": "channel"}, {"algorithm": "min_max"}, {"activations": "float"}, {"weights": 8},
                {"algorithm": "min_max", "granularity": "channel"}, {"activations": "float", "weights": 8}]  # fmt: skip
     nearest = None
     for change in changes:
         candidate = types.SimpleNamespace(**(_combo(p) | change))  # not a QuantizeParams: that would check itself
-        if _supported_ops(candidate):
+        if _can(candidate):
             nearest = change
             break
     what = ":".join(f"{k}={v}" for k, v in _combo(p).items())
     hint = ""
     if nearest:
         hint = "; the nearest it can do is quantize:" + ":".join(f"{k}={v}" for k, v in (_combo(p) | nearest).items())
+    why = _algorithm_limit(p)
+    if why:
+        return f"the LiteRT Quantizer cannot quantize with {what}: {why}{hint}."
     return f"the LiteRT Quantizer cannot quantize any op type with {what}{hint}."
 
 
@@ -376,15 +392,8 @@ class LiteRTQuantizerBackend(ExportBackend):
         return Compressed(tflite, extras)
 
 
-COLUMNS = (
-    Column(
-        "quantized_weights",
-        "quantized weights",
-        "",
-        note="quantized weights: how each op type's weights are "
-        + "stored in the file (the LiteRT Quantizer's rows; blockwise applies where the op supports it, the "
-        + "rest is per channel)",
-    ),  # fmt: skip
-)
+_WEIGHTS_NOTE = ("quantized weights: how each op type's weights are stored in the file (the LiteRT Quantizer's rows; "
+                 + "blockwise applies where the op supports it, the rest is per channel)")  # fmt: skip
+COLUMNS = (Column("quantized_weights", "quantized weights", "", note=_WEIGHTS_NOTE),)
 
 register_backend(LiteRTQuantizerBackend())

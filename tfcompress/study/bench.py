@@ -2,7 +2,8 @@
 
 The sections: every task's study (``overview``), a sparsity sweep (``sweep``), fuzzing (``fuzz``), MobileNetV2
 latency vs litert-benchmark (``mobilenet``), real CPU speed-ups from filter removal, distillation and pipelines
-(``speedups``), the latency zoo (``zoo``) and Keras 3 models as saved (``keras3``, in bench_keras3). Each builder
+(``speedups``), the latency zoo (``zoo``), Keras 3 models as saved (``keras3``, in bench_keras3) and the LiteRT
+Quantizer next to the converter (``quantizer``, in bench_quantizer). Each builder
 returns its title and blocks (tables as headers and cells: tfcompress.study.bench_render); ``run`` writes the
 document of every section it ran, with the run's date, machine and wall time, then renders BENCHMARKS.md from
 all the section files, so sections it did not run come from their files as they are. BENCHMARKS.md is never
@@ -19,7 +20,17 @@ from collections.abc import Callable, Iterable
 
 from tfcompress import fuzzing
 from tfcompress.recipes.training import FinetuneParams
-from tfcompress.study import bench_keras3, bench_latency, latency_report, overview, report, runner, sweep, zoo
+from tfcompress.study import (
+    bench_keras3,
+    bench_latency,
+    bench_quantizer,
+    latency_report,
+    overview,
+    report,
+    runner,
+    sweep,
+    zoo,
+)
 from tfcompress.study import bench_render as md
 from tfcompress.study.bench_checks import FT8, TASK_CHECKS, speedup_checks
 from tfcompress.study.config import StudyConfig, from_flat
@@ -235,6 +246,7 @@ def run(
         "speedups": lambda: _speedups_section(work_dir, num_runs, warmup_runs, progress),
         "zoo": lambda: _zoo_section(work_dir, progress),
         "keras3": lambda: bench_keras3.keras3_section(work_dir, num_runs, warmup_runs, progress),
+        "quantizer": lambda: bench_quantizer.quantizer_section(work_dir, num_runs, warmup_runs, progress),
     }
     md.load_docs(json_dir)  # a broken document fails now, not after an hour of measuring
     env = environment()
