@@ -123,3 +123,30 @@ def test_aliases_and_the_primary_parameter():
     assert (alias.weights, alias.activations, alias.granularity) == (4, "float", "block32")
     assert "quantize" not in recipes.base.default_names() and "q_int8" not in recipes.base.default_names()
     assert [s.recipe.name for s in recipes.parse("prune:0.8>quantize:weights=4").stages] == ["prune", "quantize"]
+
+
+def test_float_ops_reach_through_layout_ops_to_the_op_computing_the_input():
+    """An attention mask's pattern: ADD of a -1e9 causal mask, then a TRANSPOSE, then SOFTMAX (float_ops=SOFTMAX)."""
+    from tfcompress._keras import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((16,), batch_size=1)
+    scores = keras.layers.Reshape((4, 4))(keras.layers.Dense(16, activation="relu")(inputs))  # not foldable
+    mask = np.triu(np.full((4, 4), -1e9, np.float32), k=1)
+    masked = keras.layers.Lambda(lambda s: s + mask)(scores)
+    probabilities = keras.layers.Softmax()(keras.layers.Permute((2, 1))(masked))
+    model = keras.Model(inputs, keras.layers.Flatten()(probabilities))
+    fp32 = convert(model, Quantization.FP32)
+    calibration = rng.normal(size=(32, 16)).astype(np.float32)
+    tflite, extras = _quantize(fp32, calibration, weights=8, activations="8", float_ops="SOFTMAX")
+    ops = {op.name: op for op in tflite_graph.ops(tflite)}
+    assert {"ADD", "TRANSPOSE", "SOFTMAX"} <= set(ops), set(ops)
+    assert all(ops[name].outputs[0].dtype == np.float32 for name in ("ADD", "TRANSPOSE", "SOFTMAX"))
+    assert ops["FULLY_CONNECTED"].inputs[1].dtype == np.int8  # the dense layer keeps int8 weights
+    x = calibration[:8]
+    reference, quantized = run_tflite(fp32, x), run_tflite(tflite, x.astype(np.float32))
+    plain = run_tflite(_quantize(fp32, calibration, weights=8, activations="8")[0], x)
+    # int8 input and output steps remain (the output's is 1/255), but the mask no longer sets the scores' range.
+    kept_error, plain_error = np.abs(quantized - reference).max(), np.abs(plain - reference).max()
+    assert kept_error < 0.15 and plain_error > 3 * kept_error, (kept_error, plain_error, extras["float_kept"])

@@ -20,14 +20,12 @@ parameters:
   it for (FULLY_CONNECTED); every other op falls back to channelwise, and the
   row records what each op type got (``quantized_ops``).
 - ``skip``: layers or tensors (regex on op output names) left in float.
-- ``float_ops``: op types (regex on names such as SOFTMAX) whose activations
-  stay float: those ops are not quantized, and the ops that feed them keep
-  float outputs but quantized weights.
+- ``float_ops``: op types (regex on names such as SOFTMAX) not quantized; the
+  ops that compute their inputs keep quantized weights but float outputs.
 - ``ops``: op types to quantize (regex); the others stay float.
 
-Every row stores the quantizer's per-tensor comparison with the fp32 file on
-the calibration inputs (``layer_errors``: SNR in dB, cosine similarity, MSE).
-"""
+Every row stores the quantizer's per-tensor comparison with the fp32 file on the
+calibration inputs (``layer_errors``: SNR in dB, cosine similarity, MSE)."""
 
 from __future__ import annotations
 
@@ -103,6 +101,7 @@ _GRANULARITY = {"channel": "CHANNELWISE", "tensor": "TENSORWISE", "block32": "BL
                 "block64": "BLOCKWISE_64", "block128": "BLOCKWISE_128", "block256": "BLOCKWISE_256"}  # fmt: skip
 _ALGORITHM = {"min_max": "MIN_MAX_UNIFORM_QUANT", "gptq": "GPTQ", "octav": "OCTAV", "mse": "MSE",
               "hadamard": "HADAMARD_ROTATION"}  # fmt: skip
+_LAYOUT_OPS = ("TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")  # move values, compute nothing
 _CHECKED_OPS = ("FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL", "EMBEDDING_LOOKUP", "DEPTHWISE_CONV_2D")
 
 
@@ -238,21 +237,23 @@ def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
     every_op = qtyping.TFLOperationName.ALL_SUPPORTED
     if p.float_ops:
         producers = {out: op for _, op in named for out in op.outputs}
+        types_ = {id(op): name for name, op in named}
         dynamic = _op_config(dataclasses.replace(p, activations="float"))
         for name, op in named:
             if not re.fullmatch(p.float_ops, name):
                 continue
             keep_float(op, name)
+            if p.activations in ("none", "float"):  # weight-only and dynamic: every op's output is float already
+                continue
             for i in op.inputs:
+                # Static modes: the op computing a float op's input is float too (a weighted op keeps int weights;
+                # under a dynamic rule a weightless ADD would still compute in int8). Layout ops are passed through.
                 feeder = producers.get(i)
-                # In static modes the op that feeds a float op gets a float output and (where it has weights)
-                # quantized weights; weight-only and dynamic modes keep every activation float already.
-                if (
-                    feeder is not None
-                    and p.activations not in ("none", "float")
-                    and _scope(feeder, graph, fb) not in kept
-                ):
-                    keep_float(feeder, f"feeds {name}", dynamic)
+                while feeder is not None and _scope(feeder, graph, fb) not in kept:
+                    keep_float(feeder, f"feeds {name}", dynamic if types_[id(feeder)] in _CHECKED_OPS else None)
+                    if types_[id(feeder)] not in _LAYOUT_OPS or not len(feeder.inputs):
+                        break
+                    feeder = producers.get(feeder.inputs[0])
     if p.skip:  # by the op's output names or its weights' names (a model's last layer outputs "Identity")
         for _, op in named:
             names = [fb.get_tensor_name(graph.tensors[i]) for i in list(op.inputs) + list(op.outputs) if i >= 0]
