@@ -22,8 +22,10 @@ def _lines(blocks) -> list[str]:
 
 
 def _language(static: tuple[int, float], four_bit: tuple[int, float]) -> Results:
-    rows = {"fp32": (1000, 2.0), "int8": (340, 5.2), "q_int8": (340, 4.7), bq.LANGUAGE_STATIC: static}
-    return _results("language", rows | {r: four_bit for r in bq.LANGUAGE_4BIT})
+    rows = {"fp32": (1000, 2.0), "int8": (340, 5.2), "q_int8": (340, 4.7), bq.SOFTMAX_ONLY: (360, 2.03)}
+    return _results(
+        "language", rows | {r: static for r in bq.LANGUAGE_STATIC} | {r: four_bit for r in bq.LANGUAGE_4BIT}
+    )
 
 
 @pytest.mark.parametrize(
@@ -36,7 +38,8 @@ def _language(static: tuple[int, float], four_bit: tuple[int, float]) -> Results
 )
 def test_language_lines_judge_size_and_bits_per_char_against_fp32(static, four_bit, verdicts):
     lines = _lines(bq.language_checks(_language(static, four_bit)))
-    first, four = lines[0], lines[1]
+    first, four = lines[0], lines[len(bq.LANGUAGE_STATIC)]
+    assert lines[1] == first.replace(bq.LANGUAGE_STATIC[0], bq.LANGUAGE_STATIC[1])  # both static rows are judged
 
     def verdict(line: str, after: str) -> str:
         return line.split(after + ": **")[1].split("**")[0]
@@ -44,12 +47,13 @@ def test_language_lines_judge_size_and_bits_per_char_against_fp32(static, four_b
     got = [verdict(first, "target <= 0.40"), verdict(first, "within 1%"), verdict(four, "target <= 0.32"),
            verdict(four, "within 5%")]  # fmt: skip
     assert got == verdicts, lines
-    assert len([line for line in lines if line.startswith("For comparison")]) == 2
+    assert len([line for line in lines if line.startswith("For comparison")]) == 3
 
 
 def test_a_failed_language_row_is_a_no_with_its_error():
     results = _language((370, 2.017), (310, 2.09))
-    results.rows[3].status, results.rows[3].error = Status.FAILED, "XNNPack failed"
+    row = next(r for r in results.rows if r.recipe == bq.LANGUAGE_STATIC[0])
+    row.status, row.error = Status.FAILED, "XNNPack failed"
     assert _lines(bq.language_checks(results))[0].endswith("(XNNPack failed): **no**.")
 
 

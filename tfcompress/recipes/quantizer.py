@@ -237,7 +237,7 @@ def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
     every_op = qtyping.TFLOperationName.ALL_SUPPORTED
     if p.float_ops:
         producers = {out: op for _, op in named for out in op.outputs}
-        types_ = {id(op): name for name, op in named}
+        op_type = {id(op): name for name, op in named}
         dynamic = _op_config(dataclasses.replace(p, activations="float"))
         for name, op in named:
             if not re.fullmatch(p.float_ops, name):
@@ -250,8 +250,8 @@ def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
                 # under a dynamic rule a weightless ADD would still compute in int8). Layout ops are passed through.
                 feeder = producers.get(i)
                 while feeder is not None and _scope(feeder, graph, fb) not in kept:
-                    keep_float(feeder, f"feeds {name}", dynamic if types_[id(feeder)] in _CHECKED_OPS else None)
-                    if types_[id(feeder)] not in _LAYOUT_OPS or not len(feeder.inputs):
+                    keep_float(feeder, f"feeds {name}", dynamic if op_type[id(feeder)] in _CHECKED_OPS else None)
+                    if op_type[id(feeder)] not in _LAYOUT_OPS or not len(feeder.inputs):
                         break
                     feeder = producers.get(feeder.inputs[0])
     if p.skip:  # by the op's output names or its weights' names (a model's last layer outputs "Identity")

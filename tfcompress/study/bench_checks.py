@@ -22,7 +22,8 @@ SPEEDUP_TARGETS = (
 GZIP_TARGET = ("cnn", "channel_prune_sparse_int8", 25.0, 1.0)
 
 
-def _rows(results: Results) -> dict[str, Row]:
+def by_recipe(results: Results) -> dict[str, Row]:
+    """The study's rows by their recipe spec."""
     return {r.recipe: r for r in results.rows}
 
 
@@ -37,7 +38,7 @@ def _listed(items: list[str]) -> list[dict]:
 
 def training_checks(results: Results) -> list[dict]:
     """The training-time acceptance figures, read off the default classification study's rows."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     fp32 = rows["fp32"]
     lines = []
 
@@ -65,7 +66,7 @@ def training_checks(results: Results) -> list[dict]:
 
 def detection_checks(results: Results) -> list[dict]:
     """mAP of fp32 and of the quantized detectors against the detection targets."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     fp32 = rows["fp32"]
     lines = [f"fp32: mAP@.5 {fp32.metric:.4f}, mAP@[.5:.95] {fp32.extras.get('map', float('nan')):.4f} (target "
              + "mAP@.5 >= 0.8)."]  # fmt: skip
@@ -79,7 +80,7 @@ def detection_checks(results: Results) -> list[dict]:
 
 def generative_checks(results: Results) -> list[dict]:
     """The decoder's PSNR per recipe, and how well the classifier reads fp32's decoded digits."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     fp32 = rows["fp32"]
     lines = [f"fp32 decoder: PSNR {fp32.metric:.2f} dB; the classifier's accuracy on the decoded test digits "
              + f"{fp32.extras.get('sample_accuracy', float('nan')):.4f}."]  # fmt: skip
@@ -93,7 +94,7 @@ def generative_checks(results: Results) -> list[dict]:
 
 def language_checks(results: Results) -> list[dict]:
     """Bits per char of the quantized language models against fp32's."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     fp32, dynamic = rows["fp32"], rows.get("dynamic_range")
     lines = []
     if dynamic is not None and dynamic.ok:
@@ -110,7 +111,7 @@ def language_checks(results: Results) -> list[dict]:
 
 def lora_checks(results: Results) -> list[dict]:
     """LoRA's adaptation gain and trainable share against their targets, beside full fine-tuning."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     base, lora, full = rows["fp32"], rows.get("lora"), rows.get("finetune")
     lines = [f"Frozen base (the language model pretrained on the documentation text): {base.metric:.4f} bits per "
              + "char on the adaptation corpus's validation split."]  # fmt: skip
@@ -135,7 +136,7 @@ def speedup_checks(outcomes: dict[str, Results]) -> list[dict]:
     """The speed-up, gzip and distillation targets, from the speed-up studies' Results by model name."""
     lines = []
     for model, recipe, least, points in SPEEDUP_TARGETS:
-        rows = _rows(outcomes[model])
+        rows = by_recipe(outcomes[model])
         fp32, row = rows["fp32"], rows.get(recipe)
         if row is None or not row.ok:
             lines.append(f"{model} `{recipe}`: {row.status.value if row else 'missing'}: {row and row.error}")
@@ -151,7 +152,7 @@ def speedup_checks(outcomes: dict[str, Results]) -> list[dict]:
         )
     model, name, least, points = GZIP_TARGET
     if model in outcomes:
-        rows = _rows(outcomes[model])
+        rows = by_recipe(outcomes[model])
         fp32, pipeline = rows["fp32"], rows.get(name)
         if pipeline is not None and pipeline.ok:
             ratio = fp32.gzip_bytes / pipeline.gzip_bytes
@@ -162,7 +163,7 @@ def speedup_checks(outcomes: dict[str, Results]) -> list[dict]:
                 + f"(target within {points:g}). **{'met' if ratio >= least and delta >= -points else 'not met'}**."
             )
     for model, results in outcomes.items():
-        rows = _rows(results)
+        rows = by_recipe(results)
         fp32 = rows["fp32"]
         within = [r for r in results.rows if r.ok and r.gzip_bytes and (r.metric - fp32.metric) * 100 >= -1.0]
         if within:
@@ -172,7 +173,7 @@ def speedup_checks(outcomes: dict[str, Results]) -> list[dict]:
                 + f"{fp32.gzip_bytes / smallest.gzip_bytes:.1f}x below fp32 "
                 + f"({(smallest.metric - fp32.metric) * 100:+.2f} points)."
             )
-    cnn = _rows(outcomes["cnn"]) if "cnn" in outcomes else {}
+    cnn = by_recipe(outcomes["cnn"]) if "cnn" in outcomes else {}
     distill = cnn.get("distill")
     if distill is not None and distill.ok:
         gain = (distill.extras["distill_keras_accuracy"] - distill.extras["labels_only_keras_accuracy"]) * 100

@@ -40,10 +40,11 @@ def make_keras3(out: str, mode: str, *args: str) -> dict:
         return json.load(f)
 
 
-def _study(model: str, recipes, output_dir: str, progress, **flat) -> tuple[Results, float]:
+def timed_study(output_dir: str, recipes, progress, **flat) -> tuple[Results, float]:
+    """A study from scratch into ``output_dir`` (``flat``: from_flat's names) and its wall time in seconds."""
     shutil.rmtree(output_dir, ignore_errors=True)
     start = time.perf_counter()
-    results = runner.run(from_flat(model=model, recipes=recipes, output_dir=output_dir, **flat), progress=progress)
+    results = runner.run(from_flat(recipes=recipes, output_dir=output_dir, **flat), progress=progress)
     return results, time.perf_counter() - start
 
 
@@ -90,8 +91,8 @@ def keras3_section(
     os.makedirs(folder, exist_ok=True)
     measure = {"num_runs": num_runs, "warmup_runs": warmup_runs}
     trained = make_keras3(folder, "trained", "8")
-    results, wall_s = _study(os.path.join(folder, trained["model"]), TRAINED_RECIPES,
-                             os.path.join(folder, "trained_study"), progress, **measure)  # fmt: skip
+    results, wall_s = timed_study(os.path.join(folder, "trained_study"), TRAINED_RECIPES, progress,
+                                  model=os.path.join(folder, trained["model"]), **measure)  # fmt: skip
     title = "Keras 3 models as saved (`--model=model.keras` written by `import keras`)"
     blocks = [
         md.p(
@@ -115,8 +116,9 @@ def keras3_section(
         ),
     ]
     for name in ("MobileNetV3Small", "EfficientNetB0", "ResNet50"):
-        results, wall_s = _study(os.path.join(folder, apps[name]["model"]), APPLICATION_RECIPES,
-                                 os.path.join(folder, name), progress, data=data, **measure)  # fmt: skip
+        model = os.path.join(folder, apps[name]["model"])
+        results, wall_s = timed_study(os.path.join(folder, name), APPLICATION_RECIPES, progress, model=model,
+                                      data=data, **measure)  # fmt: skip
         blocks += [md.h4(f"{name} ({apps[name]['params']:,} parameters; {wall_s:.0f} s; "
                          + f"data: {results.config['preprocessing']})"), md.table(*report.table(results))]  # fmt: skip
         blocks += application_checks(name, results)

@@ -3,8 +3,9 @@
 Three studies of built-in tasks with their default models, each timed in one run with its latency rounds:
 
 - language (the character transformer): fp32, the converter's int8 and dynamic_range, the quantizer's dynamic
-  and full-integer rows, the full-integer row with the masked softmax and the LayerNorm statistics kept float
-  (``LANGUAGE_STATIC``), and 4-bit blockwise rows with min-max, GPTQ and OCTAV scales;
+  and full-integer rows, full-integer rows with the masked softmax (alone, ``SOFTMAX_ONLY``) and the LayerNorm
+  statistics kept float, by name and by op type (``LANGUAGE_STATIC``), and 4-bit blockwise rows with min-max,
+  GPTQ and OCTAV scales;
 - classification (cnn on mnist5k) and detection: the two pairs ``int8`` / ``q_int8`` and ``dynamic_range`` /
   ``q_dynamic_int8``, and int4 weights with dynamic activations;
 
@@ -16,55 +17,49 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from tfcompress.study import bench_render as md
-from tfcompress.study import report, runner
-from tfcompress.study.config import from_flat
+from tfcompress.study import report
+from tfcompress.study.bench_checks import by_recipe
+from tfcompress.study.bench_keras3 import timed_study
 from tfcompress.study.results import Results, Row
 
 # 8-bit weights and activations except two groups of ops kept float, found from the rows' layer_errors: the
 # masked softmax (the ADD of the causal mask's -1e9 constant, which sets the int8 range of the scores, its
 # TRANSPOSE, the SOFTMAX and the BATCH_MATMUL that reads it) and each LayerNorm's statistics (mean, variance,
 # the epsilon ADD and RSQRT: int8 cannot hold a variance near epsilon).
-LANGUAGE_STATIC = "quantize:weights=8:activations=8:skip=softmax|moments|Rsqrt"
+# The same two groups named by op type instead (float_ops reaches the mask's ADD through the TRANSPOSE).
+LANGUAGE_STATIC = ("quantize:weights=8:activations=8:skip=softmax|moments|Rsqrt",
+                   "quantize:weights=8:activations=8:float_ops=SOFTMAX|MEAN|SQUARED_DIFFERENCE|RSQRT")  # fmt: skip
+SOFTMAX_ONLY = "quantize:weights=8:activations=8:float_ops=SOFTMAX"  # reported: the masked softmax alone
 LANGUAGE_4BIT = tuple(f"quantize:weights=4:activations=float:granularity=block32{a}"
                       for a in ("", ":algorithm=gptq", ":algorithm=octav"))  # fmt: skip
-LANGUAGE = ("fp32", "int8", "dynamic_range", "q_dynamic_int8", "q_int8", LANGUAGE_STATIC, *LANGUAGE_4BIT)
+LANGUAGE = ("fp32", "int8", "dynamic_range", "q_dynamic_int8", "q_int8", SOFTMAX_ONLY, *LANGUAGE_STATIC,
+            *LANGUAGE_4BIT)  # fmt: skip
 INT4 = "quantize:weights=4:activations=float"
 PAIRS = ("fp32", "int8", "q_int8", "dynamic_range", "q_dynamic_int8", INT4)
 USER = ("fp32", "q_dynamic_int8", "q_int8", "q_int4_block32")
 TITLE = "The LiteRT Quantizer next to the converter"
 
 
-def _study(progress, output_dir: str, recipes, num_runs: int, warmup_runs: int, **flat) -> tuple[Results, float]:
-    shutil.rmtree(output_dir, ignore_errors=True)
-    start = time.perf_counter()
-    config = from_flat(recipes=recipes, output_dir=output_dir, num_runs=num_runs, warmup_runs=warmup_runs, **flat)
-    return runner.run(config, progress=progress), time.perf_counter() - start
-
-
-def _rows(results: Results) -> dict[str, Row]:
-    return {r.recipe: r for r in results.rows}
-
-
 def _yes(met: bool) -> str:
     return f"**{'yes' if met else 'no'}**"
 
 
-def _ratio(row: Row, fp32: Row) -> float | None:
-    return row.size_bytes / fp32.size_bytes if row.ok and fp32.ok else None
+def _ratio(row: Row, fp32: Row) -> float:
+    return row.size_bytes / fp32.size_bytes
 
 
 def language_checks(results: Results) -> list[dict]:
     """The static row within 1% of fp32's bits per char at <= 0.40x; the 4-bit rows at <= 0.32x, within 5%."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     fp32 = rows["fp32"]
     lines = []
-    for recipe, size_target, change_target in ((LANGUAGE_STATIC, 0.40, 1.0), *((r, 0.32, 5.0) for r in LANGUAGE_4BIT)):
+    targets = [*((r, 0.40, 1.0) for r in LANGUAGE_STATIC), *((r, 0.32, 5.0) for r in LANGUAGE_4BIT)]
+    for recipe, size_target, change_target in targets:
         row = rows[recipe]
         if not (row.ok and fp32.ok):
             lines.append(f"`{recipe}`: {row.status.value} ({row.error}): **no**.")
@@ -75,17 +70,18 @@ def language_checks(results: Results) -> list[dict]:
             + f"{row.metric:.4f} bits per char, {change:+.2f}% against fp32's {fp32.metric:.4f} "
             + f"(target within {change_target:.0f}%: {_yes(abs(change) <= change_target)})."
         )
-    for recipe in ("int8", "q_int8"):
+    for recipe, what in (("int8", "every activation int8"), ("q_int8", "every activation int8"),
+                         (SOFTMAX_ONLY, "only the masked softmax float")):  # fmt: skip
         row = rows[recipe]
         if row.ok and fp32.ok:
-            lines.append(f"For comparison, `{recipe}` (every activation int8): {row.metric:.4f} bits per char "
-                         + f"({(row.metric / fp32.metric - 1) * 100:+.0f}%).")  # fmt: skip
+            lines.append(f"For comparison, `{recipe}` ({what}): {_ratio(row, fp32):.3f}x, {row.metric:.4f} bits "
+                         + f"per char ({(row.metric / fp32.metric - 1) * 100:+.2f}%).")  # fmt: skip
     return [md.bullets(lines)]
 
 
 def pair_checks(results: Results) -> list[dict]:
     """q_int8 within 2% of int8's size and 1 point of its metric; the dynamic pair and int4 reported."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     lines = []
     for converter, quantizer in (("int8", "q_int8"), ("dynamic_range", "q_dynamic_int8")):
         a, b = rows[converter], rows[quantizer]
@@ -111,7 +107,7 @@ def pair_checks(results: Results) -> list[dict]:
 
 def user_checks(results: Results, source: str, output_dir: str) -> list[dict]:
     """Every row ok, and the fp32 row is the user's file byte for byte."""
-    rows = _rows(results)
+    rows = by_recipe(results)
     bad = [f"`{r.recipe}` {r.status.value} ({r.error})" for r in results.rows if not r.ok]
     same = False
     fp32 = rows["fp32"]
@@ -143,7 +139,7 @@ def quantizer_section(
     folder = os.path.join(work_dir, "quantizer")
     os.makedirs(folder, exist_ok=True)
     cache = os.path.join(work_dir, "all", "models")  # the models the whole study trained, if it ran
-    measure = {"num_runs": num_runs, "warmup_runs": warmup_runs, "cache_dir": cache}
+    measure = {"num_runs": num_runs, "warmup_runs": warmup_runs, "cache_dir": cache, "progress": progress}
     blocks = [
         md.p(
             "The LiteRT Quantizer (`quantize` recipes, `litert-quantizer`) starts from the fp32 .tflite file; the "
@@ -152,22 +148,22 @@ def quantizer_section(
             + "of each quantizer row (per-tensor SNR against fp32) are in its results.json and report.md."
         )
     ]
-    results, wall_s = _study(progress, os.path.join(folder, "language"), LANGUAGE, task="language", **measure)
+    results, wall_s = timed_study(os.path.join(folder, "language"), LANGUAGE, task="language", **measure)
     blocks += [md.h3(f"Language: the built-in character transformer ({wall_s:.0f} s)"),
                md.table(*report.table(results)), *language_checks(results)]  # fmt: skip
     fp32_file = None
     for task in ("classification", "detection"):
         output_dir = os.path.join(folder, task)
-        results, wall_s = _study(progress, output_dir, PAIRS, task=task, **measure)
-        if task == "classification" and _rows(results)["fp32"].ok:
-            fp32_file = os.path.join(output_dir, _rows(results)["fp32"].tflite_path)
+        results, wall_s = timed_study(output_dir, PAIRS, task=task, **measure)
+        if task == "classification" and by_recipe(results)["fp32"].ok:
+            fp32_file = os.path.join(output_dir, by_recipe(results)["fp32"].tflite_path)
         blocks += [md.h3(f"{task.capitalize()} ({wall_s:.0f} s)"), md.table(*report.table(results)),
                    *pair_checks(results)]  # fmt: skip
     if fp32_file is None:
         return TITLE, [*blocks, md.p("The user-file study did not run: the classification fp32 row failed.")]
     model, data = _user_files(fp32_file, folder)
     output_dir = os.path.join(folder, "user")
-    results, wall_s = _study(progress, output_dir, USER, model=model, data=data, **measure)
+    results, wall_s = timed_study(output_dir, USER, model=model, data=data, **measure)
     blocks += [
         md.h3(f"A user's fp32 .tflite with an .npz ({wall_s:.0f} s)"),
         md.p(
