@@ -68,6 +68,7 @@ class RecipeContext:
       loss: the task's training loss for (y_train, model output); None for a
         classifier's sparse cross-entropy.
       batch_size: fine-tuning batch size.
+      finetune_callbacks: Keras callbacks every fine-tuning also runs (the advisor's early stop).
     """
 
     calibration_data: np.ndarray
@@ -77,6 +78,7 @@ class RecipeContext:
     verbose: int = 0
     loss: Any = None
     batch_size: int = 64
+    finetune_callbacks: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,10 +15,12 @@ import tensorflow_model_optimization as tfmot
 from tfcompress import models
 from tfcompress._keras import keras
 from tfcompress.measure.tflite_graph import weight_stats
+from tfcompress.recipes import sensitivity
 from tfcompress.recipes.base import Column, Kind, NotApplicable, Recipe, RecipeContext, Transformed, param, register
 from tfcompress.recipes.training import FinetuneParams, finetune, reason, require_graph
 
 SCHEDULES = ("polynomial", "constant")
+ALLOCATIONS = ("uniform", "sensitivity")
 # Fine-tuning steps between two pruning updates: about this many updates over
 # the ramp. TFMOT's default frequency of 100 prunes nothing at all when a run
 # has fewer than 100 steps, and a coarse frequency costs accuracy.
@@ -34,10 +36,17 @@ class PruneParams(FinetuneParams):
       pruning_schedule: 'polynomial' ramps sparsity from 0 to the target over
         the first 3/4 of fine-tuning; 'constant' prunes to the target at once
         and keeps it there.
+      allocation: 'uniform' prunes every layer to ``sparsity``; 'sensitivity'
+        (prune only) gives each layer its own sparsity from its sensitivity
+        curve (tfcompress.recipes.sensitivity), ``sparsity`` holding over the
+        prunable parameters.
     """
 
     sparsity: float = param(0.8, "Target sparsity of prune recipes.", bounds=(0.0, 0.999))
     pruning_schedule: str = param("polynomial", "TFMOT pruning schedule of prune recipes.", choices=SCHEDULES)
+    allocation: str = param("uniform", "prune: uniform (every layer at --sparsity) or sensitivity (each layer its own "
+                            + "sparsity from its measured sensitivity, --sparsity over all prunable weights).",
+                            choices=ALLOCATIONS)  # fmt: skip
 
     def __post_init__(self):
         super().__post_init__()
@@ -45,6 +54,8 @@ class PruneParams(FinetuneParams):
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}.")
         if self.pruning_schedule not in SCHEDULES:
             raise ValueError(f"pruning_schedule must be one of {', '.join(SCHEDULES)}, got {self.pruning_schedule!r}.")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}.")
 
 
 def steps_per_epoch(num_examples: int, batch_size: int = 64) -> int:
@@ -106,8 +117,40 @@ def _wrap_supported_layers(model: keras.Model, prune_kwargs: dict, error: Except
 
 
 def prune(model: keras.Model, context: RecipeContext, params: PruneParams) -> Transformed:
-    """Magnitude pruning of every prunable kernel to ``params.sparsity``."""
+    """Magnitude pruning of every prunable kernel to ``params.sparsity`` (or per layer, by sensitivity)."""
+    if params.allocation == "sensitivity":
+        return _prune_allocated(model, context, params)
     return _finetune_pruned(model, context, params, sparsity=params.sparsity)
+
+
+def _prune_allocated(model: keras.Model, context: RecipeContext, params: PruneParams) -> Transformed:
+    """Each layer pruned to its own sparsity, shared out from the layers' sensitivity curves (no fine-tuning)."""
+    require_graph(model)
+    x, y = sensitivity.held_out(context.dataset, context.seed)
+    probe = models.clone(model)
+    curves = sensitivity.curves(probe, sensitivity.loss_score(probe, x, y, context.loss))
+    try:
+        allocation = sensitivity.allocate(curves, params.sparsity)
+    except ValueError as e:
+        raise NotApplicable(str(e)) from None
+    total_steps = params.finetune_epochs * steps_per_epoch(len(context.dataset.x_train), context.batch_size)
+
+    def wrap(layer):
+        if allocation.get(layer.name, 0) > 0:
+            s = allocation[layer.name]
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                layer, pruning_schedule=schedule(params.pruning_schedule, s, total_steps)
+            )
+        return layer
+
+    try:
+        wrapped = keras.models.clone_model(models.clone(model), clone_function=wrap)
+    except ValueError as e:
+        raise NotApplicable(reason(e)) from None
+    seconds = finetune(wrapped, context, params, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    extras = {"finetune_s": seconds, "allocated_sparsity": allocation,
+              "sensitivity": [c.to_dict() for c in curves]}  # fmt: skip
+    return Transformed(tfmot.sparsity.keras.strip_pruning(wrapped), extras)
 
 
 def prune_2of4(model: keras.Model, context: RecipeContext, params: FinetuneParams) -> Transformed:
@@ -116,12 +159,14 @@ def prune_2of4(model: keras.Model, context: RecipeContext, params: FinetuneParam
 
 
 def prune_xnnpack(model: keras.Model, context: RecipeContext, params: PruneParams) -> Transformed:
-    """Pruning restricted by TFMOT's PruneForLatencyOnXNNPack policy.
+    """Pruning restricted by TFMOT's PruneForLatencyOnXNNPack policy (uniform allocation only).
 
     The policy only accepts models with the stem XNNPACK's sparse inference
     needs (ZeroPadding2D + 3x3 stride-2 VALID Conv2D on 3 channels); others
     become not_applicable with TFMOT's reason.
     """
+    if params.allocation != "uniform":
+        raise NotApplicable("prune_xnnpack prunes uniformly (its policy decides the layers); use prune:allocation=...")
     return _finetune_pruned(
         model,
         context,

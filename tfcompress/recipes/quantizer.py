@@ -6,7 +6,7 @@ renamed ai-edge-quantizer) starts from the float .tflite file instead and
 offers what the converter cannot: 4- and 2-bit weights, blockwise scales,
 weight-only quantization, int16 activations, layers and op types kept in
 float, algorithms beyond min-max, and a per-tensor comparison with the float
-model. This module is the only one that imports it.
+model. This module and quantizer_layers (its graph and per-layer part) are the only ones that import it.
 
 ``quantize`` converts the model to fp32 exactly as the ``fp32`` recipe does
 (a .tflite model is used as it is), then builds a quantizer recipe from its
@@ -20,6 +20,8 @@ parameters:
   it for (FULLY_CONNECTED); every other op falls back to channelwise, and the
   row records what each op type got (``quantized_ops``).
 - ``skip``: layers or tensors (regex on op output names) left in float.
+- ``skip_top=N`` / ``skip=auto``: the N layers (or the outliers) whose error
+  is largest when each alone is quantized stay float (quantizer_layers).
 - ``float_ops``: op types (regex on names such as SOFTMAX) not quantized; the
   ops that compute their inputs keep quantized weights but float outputs.
 - ``ops``: op types to quantize (regex); the others stay float.
@@ -32,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import math
 import os
 import re
 import types
@@ -43,16 +44,21 @@ import numpy as np
 
 from tfcompress._process import quiet_stderr
 from tfcompress.fields import Column, param
+from tfcompress.recipes import quantizer_layers
 from tfcompress.recipes.base import Compressed, ExportBackend, NotApplicable, RecipeContext, register_backend
 from tfcompress.recipes.converter import Quantization, convert
+from tfcompress.recipes.quantizer_layers import CHECKED_OPS as _CHECKED_OPS
+from tfcompress.recipes.quantizer_layers import NOTICES as _NOTICES
+from tfcompress.recipes.quantizer_layers import lib as _lib
+from tfcompress.recipes.quantizer_layers import op_names as _op_names
+from tfcompress.recipes.quantizer_layers import scope as _scope
+from tfcompress.recipes.quantizer_layers import signature_data as _signature_data
 
 WEIGHTS = (8, 4, 2)
 ACTIVATIONS = ("none", "float", "8", "16")
 GRANULARITIES = ("channel", "tensor", "block32", "block64", "block128", "block256")
 ALGORITHMS = ("min_max", "gptq", "octav", "mse", "hadamard")
 VALIDATION_SAMPLES = 64  # calibration inputs the per-tensor comparison runs on (all tensors kept: memory)
-_WEIGHT_TYPES = ("int2", "int4", "int8", "uint8", "int16")
-_NOTICES = re.compile(r"Created TensorFlow Lite XNNPACK delegate|^WARNING: All log messages before absl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +73,19 @@ class QuantizeParams:
                              flag="quantize_granularity", choices=GRANULARITIES)  # fmt: skip
     algorithm: str = param("min_max", "quantize: how the quantizer chooses scales.", flag="quantize_algorithm",
                            choices=ALGORITHMS)  # fmt: skip
-    skip: str = param("", "quantize: regex of layer or tensor names kept in float.", flag="quantize_skip")
+    skip: str = param(
+        "",
+        "quantize: regex of layer or tensor names kept in float; auto: the layers whose error "
+        + "alone stands out (tfcompress.recipes.quantizer_layers).",
+        flag="quantize_skip",
+    )
+    skip_top: int = param(
+        0,
+        "quantize: keep this many most sensitive layers in float (each layer's output error "
+        + "when it alone is quantized).",
+        flag="quantize_skip_top",
+        bounds=(0, None),
+    )
     float_ops: str = param("", "quantize: regex of op types whose activations stay float (e.g. SOFTMAX).",
                            flag="quantize_float_ops")  # fmt: skip
     ops: str = param("", "quantize: regex of op types to quantize (empty: every supported one).",
@@ -79,6 +97,10 @@ class QuantizeParams:
         for name, allowed in (("activations", ACTIVATIONS), ("granularity", GRANULARITIES), ("algorithm", ALGORITHMS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
+        if self.skip_top < 0:
+            raise ValueError(f"skip_top must be >= 0, got {self.skip_top}.")
+        if self.skip_top and self.skip not in ("", "auto"):
+            raise ValueError(f"skip_top={self.skip_top} chooses the layers itself; drop skip={self.skip!r}.")
         for name in ("skip", "float_ops", "ops"):
             try:
                 re.compile(getattr(self, name))
@@ -89,20 +111,11 @@ class QuantizeParams:
             raise ValueError(problem)
 
 
-def _lib():
-    """The quantizer's modules (imported on first use: the study imports this module on every start)."""
-    from litert_quantizer import algorithm_manager, qtyping, quantizer
-    from litert_quantizer.utils import tfl_flatbuffer_utils, validation_utils
-
-    return algorithm_manager, qtyping, quantizer, tfl_flatbuffer_utils, validation_utils
-
-
 _GRANULARITY = {"channel": "CHANNELWISE", "tensor": "TENSORWISE", "block32": "BLOCKWISE_32",
                 "block64": "BLOCKWISE_64", "block128": "BLOCKWISE_128", "block256": "BLOCKWISE_256"}  # fmt: skip
 _ALGORITHM = {"min_max": "MIN_MAX_UNIFORM_QUANT", "gptq": "GPTQ", "octav": "OCTAV", "mse": "MSE",
               "hadamard": "HADAMARD_ROTATION"}  # fmt: skip
 _LAYOUT_OPS = ("TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")  # move values, compute nothing
-_CHECKED_OPS = ("FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL", "EMBEDDING_LOOKUP", "DEPTHWISE_CONV_2D")
 
 
 def _op_config(p: QuantizeParams, granularity: str | None = None):
@@ -188,19 +201,7 @@ def _combo(p) -> dict[str, Any]:
     return {k: getattr(p, k) for k in ("weights", "activations", "granularity", "algorithm")}
 
 
-def _op_names(model, graph) -> list[tuple[str, Any]]:
-    """(op type name, operator) of every op of a ModelT's subgraph."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    out = []
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        out.append((codes.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM"), op))
-    return out
-
-
-def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
+def _build(qt, fp32: bytes, p: QuantizeParams, float_scopes: dict[str, str] | None = None) -> dict[str, str]:
     """Loads the parameters into the quantizer; returns {op scope regex: why it stays float} for float_ops."""
     algorithm_manager, qtyping, _, fb, _ = _lib()
     algorithm, config = _op_config(p)
@@ -219,6 +220,10 @@ def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
             qt.update_quantization_recipe(".*", target, fallback[1], fallback[0])
         qt.update_quantization_recipe("(?:.*)" if blockwise else ".*", target, config, algorithm)
     kept: dict[str, str] = {}
+    for scope, why in (float_scopes or {}).items():  # skip_top and skip=auto: the chosen layers' ops, exactly
+        kept[scope] = why
+        qt.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)  # fmt: skip
     if not (p.float_ops or p.skip):
         return kept
     model = fb.read_model(fp32)
@@ -262,32 +267,25 @@ def _build(qt, fp32: bytes, p: QuantizeParams) -> dict[str, str]:
     return kept
 
 
-def _scope(op, graph, fb) -> str:
-    return "^" + re.escape(fb.get_op_scope(op, graph.tensors)) + "$"
-
-
-def _signature_data(fp32: bytes, x: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """The quantizer's input format: {signature: [{input name: one example}, ...]}."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=fp32)
-    signatures = interpreter.get_signature_list()
-    if len(signatures) != 1 or len(next(iter(signatures.values()))["inputs"]) != 1:
-        raise NotApplicable(f"quantize needs a .tflite with one signature of one input; this one has {signatures}.")
-    key, signature = next(iter(signatures.items()))
-    runner = interpreter.get_signature_runner(key)
-    name = signature["inputs"][0]
-    dtype = runner.get_input_details()[name]["dtype"]
-    return {key: [{name: x[i : i + 1].astype(dtype)} for i in range(len(x))]}
-
-
 def quantize(fp32: bytes, p: QuantizeParams, calibration: np.ndarray) -> tuple[bytes, dict[str, Any]]:
     """The fp32 .tflite quantized by the LiteRT Quantizer, and the row's extras (what each op got, per-tensor error)."""
     _, _, quantizer, fb, vu = _lib()
+    sensitive, float_scopes = None, None
+    if p.skip == "auto" or p.skip_top:
+        ranking = rank_layers(fp32, p, calibration)
+        try:
+            skipped = quantizer_layers.choose(ranking, p.skip_top, auto=p.skip == "auto")
+        except ValueError as e:
+            raise NotApplicable(f"quantize: {e}") from None
+        sensitive = {"skipped_layers": skipped, "layer_sensitivity": ranking}
+        ops = quantizer_layers.layer_ops(fp32, weighted_only=False)
+        why = f"skip_top={p.skip_top}" if p.skip_top else "skip=auto"
+        float_scopes = {scope: f"{why}: {layer}" for layer in skipped for scope in ops[layer]}
+        p = dataclasses.replace(p, skip="", skip_top=0)
     qt = quantizer.Quantizer(bytearray(fp32))
     with warnings.catch_warnings(), quiet_stderr(_NOTICES):
         warnings.simplefilter("ignore")  # "experimental_preserve_all_tensors ... for debugging purposes only"
-        kept = _build(qt, fp32, p)
+        kept = _build(qt, fp32, p, float_scopes)
         data = _signature_data(fp32, calibration)
         result = None
         if qt.need_calibration:
@@ -298,77 +296,20 @@ def quantize(fp32: bytes, p: QuantizeParams, calibration: np.ndarray) -> tuple[b
         comparison = qt.validate(validation, error_metrics=[vu.ValidationErrorMetric.MSE, vu.ValidationErrorMetric.SNR,
                                                             vu.ValidationErrorMetric.COSINE_SIMILARITY],
                                  num_threads=os.cpu_count() or 1)  # fmt: skip
-    ops, dtypes = quantized_ops(quantized)
+    ops, dtypes = quantizer_layers.quantized_ops(quantized)
     extras = {
         "quantized_ops": ops,
         "quantized_weights": "; ".join(f"{op} {how}" for op, how in ops.items()) or "none",
         "block_size": int(p.granularity[5:]) if p.granularity.startswith("block") else None,
         "float_kept": kept or None,
-        "layer_errors": layer_errors(comparison, dtypes, len(validation[next(iter(validation))])),
+        "layer_errors": quantizer_layers.layer_errors(comparison, dtypes, len(validation[next(iter(validation))])),
     }
-    return quantized, extras
+    return quantized, extras | (sensitive or {})
 
 
-def quantized_ops(tflite: bytes) -> tuple[dict[str, str], dict[str, str]]:
-    """({op type: how its weights are stored, e.g. 'int4 block32'}, {tensor name: type}) read from the file."""
-    _, _, _, fb, _ = _lib()
-    from ai_edge_litert import schema_py_generated as schema
-
-    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    model = fb.read_model(tflite)
-    graph = model.subgraphs[0]
-    dtypes = {fb.get_tensor_name(t): types.get(t.type, str(t.type)) for t in graph.tensors}
-    named = _op_names(model, graph)
-    consumers: dict[int, list[str]] = {}
-    for name, op in named:
-        for i in op.inputs:
-            consumers.setdefault(i, []).append(name)
-    seen: dict[str, set[str]] = {}
-    for name, op in named:
-        for i in op.inputs:
-            tensor = graph.tensors[i] if i >= 0 else None
-            if tensor is None or (
-                model.buffers[tensor.buffer].data is None and not model.buffers[tensor.buffer].offset
-            ):
-                continue  # not a constant
-            dtype = types.get(tensor.type, str(tensor.type))
-            if dtype not in _WEIGHT_TYPES:  # int32 and int64: biases and shapes
-                continue
-            details = tensor.quantization.details if tensor.quantization else None
-            block = getattr(details, "blockSize", None)
-            scales = tensor.quantization.scale if tensor.quantization is not None else None
-            how = f"block{block}" if block else ("channel" if scales is not None and len(scales) > 1 else "tensor")
-            # Weight-only files dequantize the weight first: name the op that consumes it.
-            users = consumers.get(op.outputs[0], [name]) if name == "DEQUANTIZE" else [name]
-            for user in users:
-                seen.setdefault(user, set()).add(f"{dtype} {how}")
-    return {op: ", ".join(sorted(v)) for op, v in sorted(seen.items())}, dtypes
-
-
-def layer_errors(comparison, dtypes: dict[str, str], samples: int) -> list[dict[str, Any]]:
-    """Per-tensor error of the quantized model against fp32, worst SNR first (SNR in dB, not the linear ratio)."""
-    (signature,) = comparison.available_signature_keys()
-    result = comparison.get_signature_comparison_result(signature)
-    kinds = [("weight", result.constant_tensors), ("activation", result.intermediate_tensors),
-             ("output", result.output_tensors)]  # fmt: skip
-    rows = []
-    for kind, tensors in kinds:
-        for name, errors in tensors.items():
-            snr = errors.get("snr")
-            rows.append({
-                "tensor": name,
-                "kind": kind,
-                "dtype": dtypes.get(name),
-                "snr_db": None if snr is None or snr <= 0 or not math.isfinite(snr) else 10 * math.log10(snr),
-                "cosine": _finite(errors.get("cosine_similarity")),
-                "mse": _finite(errors.get("mse")),
-                "samples": samples,
-            })  # fmt: skip
-    return sorted(rows, key=lambda r: (r["snr_db"] is None, r["snr_db"] if r["snr_db"] is not None else 0.0))
-
-
-def _finite(value) -> float | None:
-    return None if value is None or not math.isfinite(float(value)) else float(value)
+def rank_layers(fp32: bytes, p: QuantizeParams, calibration: np.ndarray) -> list[dict[str, Any]]:
+    """Every layer quantized alone with ``p``, most sensitive first (tfcompress.recipes.quantizer_layers.rank)."""
+    return quantizer_layers.rank(fp32, p, calibration, _build)
 
 
 class LiteRTQuantizerBackend(ExportBackend):

@@ -55,10 +55,31 @@ def finetune(model: keras.Model, context: RecipeContext, params: FinetuneParams,
         seed=context.seed,
         learning_rate=params.finetune_learning_rate,
         verbose=context.verbose,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *context.finetune_callbacks],
         loss=context.loss,
         batch_size=context.batch_size,
     )
+
+
+class FinetuneStopped(RuntimeError):
+    """A fine-tuning stopped early because its model is already too far from the limit (a pruned trial)."""
+
+
+class StopIfWorse(keras.callbacks.Callback):
+    """Stops fine-tuning after ``epochs`` epochs when ``drop(model)`` exceeds ``limit`` (raises FinetuneStopped)."""
+
+    def __init__(self, drop, limit: float, epochs: int = 1):
+        super().__init__()
+        self.drop, self.limit, self.epochs = drop, limit, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            worse = self.drop(self.model)
+            if worse > self.limit:
+                raise FinetuneStopped(
+                    f"after {self.epochs} epoch(s) of fine-tuning the metric is {worse:.3g} worse than fp32's in "
+                    + f"Keras, over the stop line of {self.limit:.3g} (--max_drop and its margin)"
+                )
 
 
 # The share of the model's parameters a recipe trains (lora's adapters; every weight for finetune).

@@ -102,6 +102,9 @@ class RunOptions:
       recipe_timeout_s: an isolated recipe running longer than this is killed.
       plugins: Python modules to import before the recipes are parsed, so that
         the recipes they register can be named (e.g. 'mypackage.recipes').
+      finetune_stop_drop: stop a fine-tuning after its first epoch (a failed
+        row, FinetuneStopped) when its Keras metric is this much worse than
+        the baseline's (Metric.drop units); the advisor's pruned trials.
     """
 
     output_dir: str = os.path.join("runs", "latest")
@@ -111,6 +114,7 @@ class RunOptions:
     fail_fast: bool = False
     recipe_timeout_s: float = 3600.0
     plugins: tuple[str, ...] = ()
+    finetune_stop_drop: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "plugins", tuple(self.plugins))

@@ -30,6 +30,7 @@ from tfcompress.fields import content_hash, resolved
 from tfcompress.measure import macs as macs_lib
 from tfcompress.measure.evaluate import accuracy, run_compiled_model, run_tflite
 from tfcompress.recipes.pipeline import Pipeline
+from tfcompress.recipes.training import StopIfWorse
 from tfcompress.study.cache import ModelCache, inside
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row, Status, fail_non_finite, write_atomic
@@ -202,7 +203,23 @@ def prepare(
         batch_size=task.batch_size,
     )
     baseline = trainable_form(model, name, calibration, progress, build_twin=twin)
+    if config.run.finetune_stop_drop is not None and baseline.trainable is not None:
+        stop = StopIfWorse(_keras_drop(task, dataset, baseline.trainable), config.run.finetune_stop_drop)
+        context = dataclasses.replace(context, finetune_callbacks=(stop,))
     return Prepared(baseline, name, dataset, context, int(model.count_params()), basis)
+
+
+def _keras_drop(task, dataset, baseline) -> Callable:
+    """drop(model): how much worse a fine-tuning model's metric is in Keras than the baseline's (Metric.drop)."""
+    reference = []
+
+    def drop(model) -> float:
+        if not reference:
+            reference.append(task.score(models_lib.predict_logits(baseline, dataset.x_test), dataset).metric)
+        value = task.score(models_lib.predict_logits(model, dataset.x_test), dataset).metric
+        return task.metric.drop(value, reference[0])
+
+    return drop
 
 
 def trainable_form(

@@ -139,7 +139,8 @@ def flat_rows(results: Results) -> list[dict]:
     flat = []
     for row in results.rows:
         d = row.to_dict()
-        d.pop("layer_errors", None)  # a table of its own (results.json), not a cell
+        for name in ("layer_errors", "sensitivity", "layer_sensitivity"):
+            d.pop(name, None)  # tables of their own (results.json), not cells
         for stats in d.pop("latency"):
             t, runtime = stats["threads"], stats.get("runtime", RUNTIMES[0])
             prefix = f"latency_{t}t" if runtime == RUNTIMES[0] else f"latency_{t}t_{runtime}"

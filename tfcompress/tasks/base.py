@@ -63,6 +63,13 @@ class Metric:
     description: str
     notes: tuple[str, ...] = ()
 
+    def drop(self, value: float, reference: float) -> float:
+        """How much worse ``value`` is than ``reference``: in points for fractions, else percent of |reference|."""
+        worse = (reference - value) if self.higher_is_better else (value - reference)
+        if self.fraction:
+            return 100.0 * worse
+        return 100.0 * worse / abs(reference) if reference else (float("inf") if worse > 0 else 0.0)
+
     def tolerance(self, reference: float, points: float = 1.0, percent: float = 1.0) -> float:
         """How much worse than ``reference`` is within tolerance, in the metric's units: 1 point or 1%."""
         return points / 100 if self.fraction else abs(reference) * percent / 100
