@@ -167,6 +167,7 @@ def test_the_command_line_ends_with_the_spec_that_reproduces_the_pick(tmp_path):
     )
 
 
+@pytest.mark.slow  # two real studies (training included): make test-slow
 def test_the_pick_run_through_a_study_gives_its_size_exactly(tmp_path):
     from tfcompress.study import run as run_study
 
@@ -181,3 +182,14 @@ def test_the_pick_run_through_a_study_gives_its_size_exactly(tmp_path):
                                 **common))  # fmt: skip
     row = next(r for r in again.rows if r.recipe == spec)
     assert row.size_bytes == os.path.getsize(out / "pick.tflite") == round(pick["figures"]["size_kb"] * 1024)
+
+
+def test_filter_removal_is_offered_only_to_models_channel_prune_can_narrow(tiny_cnn):
+    from tfcompress._keras import keras
+    from tfcompress.advise import advisor
+
+    x = keras.Input((8, 8, 1))
+    a, b = keras.layers.Conv2D(4, 3)(x), keras.layers.Conv2D(4, 3)(x)
+    heads = keras.layers.Concatenate(name="heads")([a, b])  # the detector's shape: channel_prune refuses it
+    assert advisor._removes_filters(tiny_cnn)
+    assert not advisor._removes_filters(keras.Model(x, keras.layers.Flatten()(heads)))

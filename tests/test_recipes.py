@@ -21,6 +21,7 @@ def test_study_defaults_fill_what_the_spec_leaves_out_and_the_spec_wins():
     defaults = {"sparsity": 0.5, "finetune_epochs": 7, "clusters": 4}
     assert _stages("prune", defaults)[0]["params"] | {} == {
         "sparsity": 0.5, "pruning_schedule": "polynomial", "finetune_epochs": 7, "finetune_learning_rate": 5e-4,
+        "allocation": "uniform",
     }  # fmt: skip
     assert _stages("prune:sparsity=0.75:pruning_schedule=constant", defaults)[0]["params"]["sparsity"] == 0.75
 

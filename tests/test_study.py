@@ -231,7 +231,7 @@ def test_training_time_rows_carry_sparsity_and_not_applicable_reasons(tmp_path):
     assert rows["prune:0.5"].extras["stages"][0] == {
         "recipe": "prune",
         "params": {"finetune_epochs": 1, "finetune_learning_rate": 5e-4, "sparsity": 0.5,
-                   "pruning_schedule": "polynomial"},
+                   "pruning_schedule": "polynomial", "allocation": "uniform"},
     }  # fmt: skip
     assert (tmp_path / "out" / "cnn" / "prune_0.5.tflite").is_file()
     xnn = rows["prune_xnnpack"]

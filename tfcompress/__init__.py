@@ -12,7 +12,8 @@ Everything the scripts do is callable from here::
 The package: ``recipes/`` (what a recipe is, one module per family),
 ``tasks/`` (what a task is, one module per family), ``measure/`` (metric on
 the .tflite, latency, MACs, the .tflite graph), ``study/`` (config, the loop,
-executors, results, reports), ``data.py`` and ``models.py``.
+executors, results, reports), ``advise/`` (the advisor: limits in, the file to ship out), ``data.py`` and
+``models.py``.
 """
 
 from tfcompress._keras import keras, tf

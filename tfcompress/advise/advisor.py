@@ -57,7 +57,7 @@ def advise(
     search.baseline()
     prepared = search.prepared()
     trainable = prepared.model.trainable is not None and not isinstance(prepared.model.model, loading.TFLiteModel)
-    convolutional = trainable and any(type(layer).__name__ == "Conv2D" for layer in prepared.model.trainable.layers)
+    convolutional = trainable and _removes_filters(prepared.model.trainable)
     notes = []
     if 0 in options.stages:
         search.fixed(list(space.POST_TRAINING), stage=0)
@@ -85,6 +85,18 @@ def advise(
         advice["pick"]["remeasured"] = _remeasure(search, advice["pick"], prepared.dataset, limits, progress)
     output.write_all(advice, config.output_dir, search.study_dir)
     return advice
+
+
+def _removes_filters(model) -> bool:
+    """Whether channel_prune can narrow this model (the sampler offers filter removal only then)."""
+    from tfcompress.recipes.base import NotApplicable
+    from tfcompress.recipes.channel_prune import prune_channels
+
+    try:
+        prune_channels(model, 0.5)
+    except NotApplicable:
+        return False
+    return True
 
 
 def _misses(t, limits) -> dict:
@@ -167,7 +179,8 @@ def _why(best, trials: list[dict], limits: c_lib.Constraints) -> str:
     fig = best.user_attrs["figures"]
     feasible = [t for t in trials if t["status"] == "feasible" and t["number"] != best.number]
     key = {"size": "size_kb", "gzip": "gzip_kb", "latency": "latency_ms", "metric": "drop"}[limits.objective]
-    text = f"It meets every limit ({limits.describe()}) and has the lowest {key} of the {len(feasible) + 1} feasible"
+    word = {"size_kb": "size (KB)", "gzip_kb": "gzipped size (KB)", "latency_ms": "latency (ms)", "drop": "drop"}[key]
+    text = f"It meets every limit ({limits.describe()}) and has the lowest {word} of the {len(feasible) + 1} feasible"
     text += " trials"
     if feasible:
         runner_up = min(feasible, key=lambda t: c_lib.objective_values(t["figures"], limits))

@@ -103,6 +103,8 @@ class Search:
                                          directions=["minimize", "minimize"])  # fmt: skip
         self._check_request()
         self._recover()
+        # A resumed search keeps its trials' rows in the study (a study drops the rows its recipes do not list).
+        self.specs = list(dict.fromkeys(t.user_attrs["spec"] for t in self.trials() if t.user_attrs.get("spec")))
 
     # --- the request and the journal --------------------------------------------------------------------------
 

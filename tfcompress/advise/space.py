@@ -7,7 +7,7 @@
   alone is largest kept float (``skip=auto``, ``skip_top=N``, from
   tfcompress.recipes.quantizer_layers).
 - Stage 2: training-time recipes, chosen by the sampler: filter removal
-  (models with Conv2D), pruning (uniform or allocated by sensitivity),
+  (when channel_prune can narrow the model), pruning (uniform or allocated by sensitivity),
   clustering, and the export that follows. The first points are enqueued in
   cost order (one fine-tuned transform before two before three); the sampler
   takes over from there.

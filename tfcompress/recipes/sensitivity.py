@@ -16,6 +16,7 @@ The recipes use the training loss (task-agnostic, available to every recipe);
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -48,10 +49,8 @@ def prunable_weights(model: keras.Model) -> dict[str, list]:
     for layer in model.layers:
         if not registry.supports(layer) or registry._is_rnn_layer(layer):
             continue
-        if registry._is_mha_layer(layer):
-            weights = [getattr(layer, name).kernel for name in registry._weight_names(layer)]
-        else:
-            weights = [getattr(layer, name) for name in registry._weight_names(layer)]
+        # Names may be paths ("_query_dense.kernel" in MultiHeadAttention).
+        weights = [functools.reduce(getattr, name.split("."), layer) for name in registry._weight_names(layer)]
         if weights:
             out[layer.name] = weights
     return out
