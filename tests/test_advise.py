@@ -78,8 +78,11 @@ def test_the_toy_search_runs_the_stages_cheap_first_and_never_runs_a_spec_twice(
     stages = [t["stage"] for t in result["trials"]]
     assert stages == sorted(stages) and stages[0] == 0 and 2 in stages  # cheap first
     ran = [json.loads(line) for line in open(os.path.join(out, "batches.txt"))]
-    specs = [s for batch in ran for s in batch]
+    specs = [s for batch in ran for s in batch["new"]]
     assert len(specs) == len(set(specs))  # each spec ran once, whatever the sampler proposed
+    pruned = {t["spec"] for t in result["trials"] if t["status"] == "pruned"}
+    assert pruned  # the toy's keep_fraction=0.125 trials
+    assert not pruned & {s for batch in ran[1:] for s in batch["study"][: -len(batch["new"]) or None]}  # not re-run
     keys = [space.key(t["spec"]) for t in result["trials"] if t["status"] != "duplicate"]
     assert len(keys) == len(set(keys)) and result["trials_run"] == 24
     duplicates = [t for t in result["trials"] if t["status"] == "duplicate"]

@@ -103,8 +103,9 @@ class Search:
                                          directions=["minimize", "minimize"])  # fmt: skip
         self._check_request()
         self._recover()
-        # A resumed search keeps its trials' rows in the study (a study drops the rows its recipes do not list).
-        self.specs = list(dict.fromkeys(t.user_attrs["spec"] for t in self.trials() if t.user_attrs.get("spec")))
+        # A resumed search keeps its trials' rows in the study (a study drops the rows its recipes do not list);
+        # failed and pruned ones are left out, or every batch would run them again (a study re-runs failed rows).
+        self.specs = list(dict.fromkeys(t.user_attrs["spec"] for t in self.trials() if _kept(t.user_attrs)))
 
     # --- the request and the journal --------------------------------------------------------------------------
 
@@ -205,6 +206,8 @@ class Search:
             else:
                 self.study.tell(trial, c_lib.objective_values(fig, self.limits))
             self.progress(f"  trial {trial.number}: {spec}: {status}" + (f" ({reason})" if reason else ""))
+            if status in ("failed", "pruned"):  # its outcome is in the journal; the next batch must not re-run it
+                self.specs.remove(spec)
         self.save_elapsed()
 
     def _attrs(self, trial, spec, stage, status, reason, fig, path, duplicate_of=None) -> None:
@@ -286,6 +289,11 @@ class Search:
 
     def prepared(self):
         return job_lib.prepare(self.trial_config, lambda _: None, 0, self.model, self.dataset, twin=False)
+
+
+def _kept(attrs: dict) -> bool:
+    """Whether a trial's row stays in the study: it has a spec and did not fail (failed rows run again)."""
+    return bool(attrs.get("spec")) and attrs.get("status") not in ("failed", "pruned")
 
 
 def _jsonable(value):
