@@ -288,7 +288,8 @@ class Search:
         self.progress(f"  trial {trial.number}: {spec}: the same as trial {earlier.number}; not run again")
 
     def prepared(self):
-        return job_lib.prepare(self.trial_config, lambda _: None, 0, self.model, self.dataset, twin=False)
+        # twin=True: a Keras 3 model's tf_keras twin is what stage 2's training-time recipes would start from.
+        return job_lib.prepare(self.trial_config, lambda _: None, 0, self.model, self.dataset, twin=True)
 
 
 def _kept(attrs: dict) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 from tabulate import tabulate
 
 from tfcompress import loading, tasks
-from tfcompress.models import predict_logits
+from tfcompress.models import clone, predict_logits
 from tfcompress.recipes import quantizer, quantizer_layers
 from tfcompress.recipes import sensitivity as sens
 from tfcompress.recipes.converter import Quantization, convert
@@ -82,7 +82,7 @@ def _pruning(model, prepared, task) -> list[dict[str, Any]]:
         return task.metric.drop(task.score(predict_logits(m, dataset.x_test), dataset).metric, base)
 
     x, y = sens.held_out(dataset, prepared.context.seed)
-    probe = job_lib.models_lib.clone(model)
+    probe = clone(model)
     metric = {c.layer: c for c in sens.curves(probe, drop)}
     loss = {c.layer: c for c in sens.curves(probe, sens.loss_score(probe, x, y, prepared.context.loss))}
     return [{"layer": n, "params": c.params, "levels": list(c.levels), "metric_drop": list(c.increase),
