@@ -124,3 +124,26 @@ def test_sparse_tflite_is_smaller_for_a_pruned_model(tiny_cnn, digits, calibrati
     context = RecipeContext(calibration_data=calibration, dataset=digits, sparse_tflite=True)
     result = recipes.run(recipes.parse("prune:0.8:finetune_epochs=1"), tiny_cnn, context)
     assert result.extras["sparse_tflite_bytes"] < len(result.tflite)
+
+
+@pytest.mark.parametrize("epochs, checked_at", [(3, 2), (4, 2), (1, 1)])
+def test_stop_if_worse_checks_half_way_and_stops_only_over_the_line(epochs, checked_at):
+    from tfcompress.recipes.training import FinetuneStopped, StopIfWorse
+
+    x = np.zeros((8, 2), np.float32)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    seen = []
+
+    def drop(m):
+        seen.append(len(seen))
+        return 3.0
+
+    model.fit(x, x[:, :1], epochs=epochs, verbose=0, callbacks=[StopIfWorse(drop, limit=5.0)])
+    assert seen == [0]  # one check per fit; under the line, the fit runs to its end
+    history = []
+    with pytest.raises(FinetuneStopped, match=f"after {checked_at} epoch"):
+        model.fit(x, x[:, :1], epochs=epochs, verbose=0, callbacks=[
+            StopIfWorse(lambda m: 6.0, limit=5.0), keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: history.append(e))])  # fmt: skip
+    assert len(history) == checked_at - 1  # stopped at the end of that epoch, before later callbacks ran

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -66,18 +67,28 @@ class FinetuneStopped(RuntimeError):
 
 
 class StopIfWorse(keras.callbacks.Callback):
-    """Stops fine-tuning after ``epochs`` epochs when ``drop(model)`` exceeds ``limit`` (raises FinetuneStopped)."""
+    """Stops a fine-tuning part-way when ``drop(model)`` exceeds ``limit`` (raises FinetuneStopped).
 
-    def __init__(self, drop, limit: float, epochs: int = 1):
+    The check runs once, at the end of epoch ``epochs`` (default: half of the fit's epochs, rounded up), so
+    that a pruning schedule has nearly reached its target and the model has had time to recover from it:
+    after one epoch of three, a model that ends within the limit can still look many points worse.
+    """
+
+    def __init__(self, drop, limit: float, epochs: int | None = None):
         super().__init__()
         self.drop, self.limit, self.epochs = drop, limit, epochs
 
+    def check_epoch(self) -> int:
+        """The epoch (counted from 1) at whose end the check runs in this fit."""
+        return self.epochs or max(1, math.ceil(int(self.params.get("epochs") or 1) / 2))
+
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
+        at = self.check_epoch()
+        if epoch + 1 == at:
             worse = self.drop(self.model)
             if worse > self.limit:
                 raise FinetuneStopped(
-                    f"after {self.epochs} epoch(s) of fine-tuning the metric is {worse:.3g} worse than fp32's in "
+                    f"after {at} epoch(s) of fine-tuning the metric is {worse:.3g} worse than fp32's in "
                     + f"Keras, over the stop line of {self.limit:.3g} (--max_drop and its margin)"
                 )
 

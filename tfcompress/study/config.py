@@ -102,7 +102,7 @@ class RunOptions:
       recipe_timeout_s: an isolated recipe running longer than this is killed.
       plugins: Python modules to import before the recipes are parsed, so that
         the recipes they register can be named (e.g. 'mypackage.recipes').
-      finetune_stop_drop: stop a fine-tuning after its first epoch (a failed
+      finetune_stop_drop: stop a fine-tuning half-way through its epochs (a failed
         row, FinetuneStopped) when its Keras metric is this much worse than
         the baseline's (Metric.drop units); the advisor's pruned trials.
     """
