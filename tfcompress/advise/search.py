@@ -37,7 +37,7 @@ STOPPED = "FinetuneStopped"  # the error of a trial whose fine-tuning was stoppe
 
 
 def stop_line(limits: c_lib.Constraints) -> float | None:
-    """How much worse than fp32 a fine-tuning may be half-way (StopIfWorse) before its trial is pruned: 3x the limit + 2."""
+    """How much worse than fp32 a fine-tuning may be half-way (StopIfWorse) before its trial is pruned: 3x limit + 2."""
     return None if limits.max_drop is None else 3 * max(limits.max_drop, 0.0) + 2.0
 
 
