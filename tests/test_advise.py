@@ -89,6 +89,10 @@ def test_the_toy_search_runs_the_stages_cheap_first_and_never_runs_a_spec_twice(
     for d in duplicates:
         assert space.key(d["spec"]) == space.key(result["trials"][d["duplicate_of"]]["spec"])
     feasible = [t for t in result["trials"] if t["status"] == "feasible"]
+    export = min((t for t in feasible if t["stage"] < 2 and t["spec"] in space.EXPORTS),
+                 key=lambda t: t["figures"]["size_kb"])["spec"]  # fmt: skip
+    first = [t["spec"] for t in result["trials"] if t["stage"] == 2][: len(space.WARM_START)]
+    assert all(spec.endswith(">" + export) for spec in first), (export, first)  # built on the best export so far
     assert result["pick"]["spec"] == min(feasible, key=lambda t: t["figures"]["size_kb"])["spec"]
     assert all(t["figures"]["drop"] <= 1 for t in feasible)
     assert {"advice.json", "advice.md", "pareto.png", "pick.tflite"} <= set(os.listdir(out))

@@ -71,7 +71,8 @@ def advise(
                 search.fixed(space.repairs(t.user_attrs["spec"]), stage=1)
     if not notes and 2 in options.stages and not search.out_of_budget():
         if trainable:
-            search.sampled(convolutional)
+            export = _best(search, among=space.EXPORTS)
+            search.sampled(convolutional, export.user_attrs["spec"] if export is not None else "int8")
         else:
             notes.append(
                 f"Stage 2 skipped: training-time recipes need a Keras model ({prepared.model.why_not_trainable})."
@@ -104,10 +105,12 @@ def _misses(t, limits) -> dict:
     return c_lib.misses(fig, limits) if fig else {"run": math.inf}
 
 
-def _best(search: Search):
-    """The feasible trial best on the objective (None when none is feasible)."""
+def _best(search: Search, among=None):
+    """The feasible trial best on the objective (None when none is feasible), of the specs ``among`` if given."""
     best = None
     for t in search.trials():
+        if among is not None and t.user_attrs.get("spec") not in among:
+            continue
         if t.user_attrs.get("status") == "feasible" and (
             best is None or c_lib.better(t.user_attrs["figures"], best.user_attrs["figures"], search.limits)
         ):

@@ -239,11 +239,14 @@ class Search:
             ran += chunk
         return ran
 
-    def sampled(self, convolutional: bool) -> None:
-        """Stage 2: the sampler proposes; duplicates are told the earlier result without running."""
+    def sampled(self, convolutional: bool, export: str = "int8") -> None:
+        """Stage 2: the sampler proposes; duplicates are told the earlier result without running.
+
+        Its first points are space.warm_start's, with ``export`` after their transforms.
+        """
         import optuna
 
-        for point in space.warm_start(convolutional):
+        for point in space.warm_start(convolutional, export):
             if not self.study.user_attrs.get("warm_started"):
                 self.study.enqueue_trial(point, skip_if_exists=True)
         self.study.set_user_attr("warm_started", True)

@@ -3,14 +3,17 @@
 - Stage 0: post-training recipes, no fine-tuning (``POST_TRAINING``).
 - Stage 1: repairs of the stage-0 recipes that missed only the metric limit:
   the same quantization with op types known to be fragile kept float
-  (softmax and normalization statistics), then with the layers whose error
+  (softmax and normalization statistics), the same with one weight scale per
+  tensor (a small model's per-channel scales and int64 zero points are a
+  visible share of its file), then with the layers whose error
   alone is largest kept float (``skip=auto``, ``skip_top=N``, from
   tfcompress.recipes.quantizer_layers).
 - Stage 2: training-time recipes, chosen by the sampler: filter removal
   (when channel_prune can narrow the model), pruning (uniform or allocated by sensitivity),
   clustering, and the export that follows. The first points are enqueued in
-  cost order (one fine-tuned transform before two before three); the sampler
-  takes over from there.
+  cost order (one fine-tuned transform before two), each followed by the
+  export that did best on the objective in stages 0-1; the sampler takes
+  over from there.
 
 Every candidate is a recipe spec that ``experiments.study --recipes=SPEC``
 runs as it is; trials are de-duplicated by ``key`` (the resolved stages).
@@ -45,11 +48,11 @@ KEEP_FRACTIONS = (1.0, 0.5, 0.375, 0.25, 0.125)  # 1.0: no filter removal
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)  # 0.0: no pruning
 CLUSTERS = (0, 32, 16, 8, 4)  # 0: no clustering
 EXPORTS = ("int8", "dynamic_range", "quantize:weights=4:activations=float", f"{STATIC_INT8}:skip=auto")
-WARM_START = (  # stage 2's first points, cheapest first (fine-tuned transforms: 1, 1, 1, 2)
-    {"keep_fraction": 1.0, "sparsity": 0.0, "clusters": 8, "export": "int8"},
-    {"keep_fraction": 1.0, "sparsity": 0.8, "allocation": "sensitivity", "clusters": 0, "export": "int8"},
-    {"keep_fraction": 0.25, "sparsity": 0.0, "clusters": 0, "export": "int8"},
-    {"keep_fraction": 0.25, "sparsity": 0.0, "clusters": 8, "export": "int8"},
+WARM_START = (  # stage 2's first points, cheapest first (fine-tuned transforms: 1, 1, 1, 2); export: see warm_start
+    {"keep_fraction": 1.0, "sparsity": 0.0, "clusters": 8},
+    {"keep_fraction": 1.0, "sparsity": 0.8, "allocation": "sensitivity", "clusters": 0},
+    {"keep_fraction": 0.25, "sparsity": 0.0, "clusters": 0},
+    {"keep_fraction": 0.25, "sparsity": 0.0, "clusters": 8},
 )
 
 
@@ -63,7 +66,8 @@ def repairs(spec: str) -> list[str]:
     kind = REPAIRS.get(spec)
     if kind == "static":
         return [f"{STATIC_INT8}:float_ops=SOFTMAX", f"{STATIC_INT8}:float_ops={FRAGILE_OPS}",
-                f"{STATIC_INT8}:skip=auto", f"{STATIC_INT8}:skip_top=1", f"{STATIC_INT8}:skip_top=2",
+                f"{STATIC_INT8}:granularity=tensor:float_ops={FRAGILE_OPS}", f"{STATIC_INT8}:skip=auto",
+                f"{STATIC_INT8}:skip_top=1", f"{STATIC_INT8}:skip_top=2",
                 f"{STATIC_INT8}:float_ops={FRAGILE_OPS}:skip_top=1"]  # fmt: skip
     if kind == "int4":
         base = "quantize:weights=4:activations=float" if spec.startswith("quantize") else (
@@ -95,9 +99,16 @@ def spec_of(keep: float, sparsity: float, allocation: str | None, clusters: int,
     return ">".join([*parts, export])
 
 
-def warm_start(convolutional: bool) -> list[dict]:
-    """The enqueued first points of stage 2 that fit the model (no filter removal without Conv2D)."""
-    return [p for p in WARM_START if convolutional or p["keep_fraction"] == 1.0]
+def warm_start(convolutional: bool, export: str = "int8") -> list[dict]:
+    """The enqueued first points of stage 2 that fit the model (no filter removal without Conv2D).
+
+    ``export`` (one of EXPORTS) follows each point's transforms: the caller passes the export that did best on
+    the objective in the earlier stages (4-bit weights for a gzip objective, int8 for latency), so that the
+    first fine-tuned trials build on it rather than on a fixed int8.
+    """
+    if export not in EXPORTS:
+        raise ValueError(f"export {export!r} is not one of the stage-2 exports {EXPORTS}.")
+    return [{**p, "export": export} for p in WARM_START if convolutional or p["keep_fraction"] == 1.0]
 
 
 def transforms(spec: str) -> int:

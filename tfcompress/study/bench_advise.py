@@ -24,7 +24,7 @@ from tfcompress.study.config import from_flat
 
 BATCH = 2  # stage-2 trials per batch: a time budget overshoots by at most one batch
 SEARCHES = (  # name, task, limits, trials, time budget (s), target text
-    ("classification_gzip", "classification", {"max_drop": 1.0, "objective": "gzip"}, 24, 1500,
+    ("classification_gzip", "classification", {"max_drop": 1.0, "objective": "gzip"}, 40, 2400,
      "gzip >= 100x smaller than fp32's"),
     ("classification_latency", "classification", {"max_drop": 1.0}, 16, 1200,
      "a feasible pick with latency <= a tenth of fp32's median (1 thread)"),
