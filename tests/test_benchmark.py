@@ -207,3 +207,42 @@ def test_min_time_s_extends_a_round_past_num_runs(tflite_path):
 def test_an_unknown_runtime_is_refused(tflite_path):
     with pytest.raises(ValueError, match="runtime must be one of interpreter, compiled_model"):
         benchmark.measure_latency(tflite_path, runtime="gpu")
+
+
+def _wrapped_worker(tmp_path, monkeypatch):
+    """The real worker, except that a file named crash.tflite aborts it and hang.tflite never returns."""
+    script = tmp_path / "worker.py"
+    script.write_text(f"""
+import importlib.util, os, sys, time
+spec = importlib.util.spec_from_file_location("w", {benchmark._WORKER!r})
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+real = w._measure
+def measure(path, *args, **kwargs):
+    if path.endswith("crash.tflite"):
+        os.abort()
+    if path.endswith("hang.tflite"):
+        time.sleep(600)
+    return real(path, *args, **kwargs)
+w._measure = measure
+sys.exit(w.main(sys.argv))
+""")
+    monkeypatch.setattr(benchmark, "_WORKER", str(script))
+
+
+def test_a_batch_times_every_file_in_one_child_and_a_crash_or_hang_fails_only_its_own_file(
+    tflite_path, tmp_path, monkeypatch
+):
+    _wrapped_worker(tmp_path, monkeypatch)
+    entry = benchmark.round_entry(tflite_path, 1, 5, 1, 0, None, "interpreter", 0.0)
+    entries = [entry, {**entry, "path": "crash.tflite"}, {**entry, "threads": 2}, {**entry, "path": "hang.tflite"},
+               {**entry, "path": str(tmp_path / "missing.tflite")}, entry]  # fmt: skip
+    results = benchmark.measure_batch(entries, timeout_s=20)
+    assert [type(r).__name__ for r in results] == ["dict", "LatencyError", "dict", "LatencyError", "LatencyError",
+                                                   "dict"]  # fmt: skip
+    assert "SIGABRT" in str(results[1]) and "timed out after 20 s" in str(results[3])
+    assert "missing.tflite" in str(results[4]) or "ValueError" in str(results[4])  # a Python error: the round goes on
+    assert results[0]["threads"] == 1 and results[2]["threads"] == 2 and len(results[5]["times_ms"]) == 5
+    # Each file's peak memory is its own: the mark is reset before each file, so a later file of the same
+    # model does not report the earlier ones' high-water mark plus its own.
+    assert results[5]["peak_rss_mb"] is not None and results[5]["peak_rss_mb"] < results[0]["peak_rss_mb"] + 20

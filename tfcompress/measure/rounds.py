@@ -1,7 +1,10 @@
 """Many files timed in interleaved rounds, so that a slow stretch of a shared machine hits each alike.
 
 A study's rows, the roof files and the overhead model are timed together: round 1 of every one of them,
-then round 2 in the reverse order, and so on. Each round is a fresh child process (tfcompress.measure.latency).
+then round 2 in the reverse order, and so on. Each round is one fresh child process that times the files
+one after another, each with its own interpreter (tfcompress.measure.latency.measure_batch): a study with
+35 files and 8 rounds starts 8 processes, not 280. A file that crashes the child fails alone; the rest of
+its round goes on in a new child.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from tfcompress.measure.latency import LatencyError, LatencyStats, check_settings, measure_round
+from tfcompress.measure.latency import LatencyError, LatencyStats, check_settings, measure_batch, round_entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +55,7 @@ def interleaved(
     timeout_s: float = 600.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[object, LatencyStats | LatencyError]:
-    """Times many files over ``rounds`` rounds, one child at a time, in ``schedule`` order.
+    """Times many files over ``rounds`` rounds, one child per round, in ``schedule`` order.
 
     A timing whose round fails is not run again; its result is the LatencyError.
 
@@ -64,18 +67,19 @@ def interleaved(
     done: dict[int, list[dict]] = {i: [] for i in range(len(timings))}
     failed: dict[int, LatencyError] = {}
     order = schedule(len(timings), rounds)
-    for step, (r, i) in enumerate(order):
-        if i in failed:
-            continue
-        t = timings[i]
-        try:
-            done[i].append(
-                measure_round(t.path, t.threads, t.num_runs or num_runs, warmup_runs, seed, timeout_s, t.input_path,
-                              t.runtime, min_time_s if t.min_time_s is None else t.min_time_s)
-            )  # fmt: skip
-        except LatencyError as e:
-            failed[i] = e
-        if progress and (step + 1) % max(1, len(timings)) == 0:
+    for r in range(rounds):
+        indices = [i for rr, i in order if rr == r and i not in failed]
+        entries = []
+        for i in indices:
+            t = timings[i]
+            entries.append(round_entry(t.path, t.threads, t.num_runs or num_runs, warmup_runs, seed, t.input_path,
+                                  t.runtime, min_time_s if t.min_time_s is None else t.min_time_s))  # fmt: skip
+        for i, result in zip(indices, measure_batch(entries, timeout_s), strict=True):
+            if isinstance(result, LatencyError):
+                failed[i] = result
+            else:
+                done[i].append(result)
+        if progress:
             progress(f"latency: round {r + 1} of {rounds} done")
     return {
         t.key: failed[i] if i in failed else LatencyStats.from_rounds(done[i], seed=seed) for i, t in enumerate(timings)

@@ -130,6 +130,9 @@ def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> Non
                          + "failed row.", flag_values=f)  # fmt: skip
     flags.DEFINE_float("recipe_timeout_s", 3600.0, "Kill an isolated recipe after this many seconds (a failed row).",
                        lower_bound=1.0, flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("jobs", None, "Isolated recipe processes at once while the .tflite files are built and "
+                         + "scored (default: one per CPU core; the latency phase always runs alone).", lower_bound=1,
+                         flag_values=f)  # fmt: skip
     flags.DEFINE_list("plugins", [], "Python modules to import first; the recipes they register can be used.",
                       flag_values=f)  # fmt: skip
     flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: the default study within minutes on 2 cores; full: "

@@ -105,6 +105,9 @@ class RunOptions:
       finetune_stop_drop: stop a fine-tuning half-way through its epochs (a failed
         row, FinetuneStopped) when its Keras metric is this much worse than
         the baseline's (Metric.drop units); the advisor's pruned trials.
+      jobs: isolated recipe processes run at once (building and scoring the
+        .tflite files; the latency phase always runs alone); None: one per
+        CPU core this process may use.
     """
 
     output_dir: str = os.path.join("runs", "latest")
@@ -115,10 +118,20 @@ class RunOptions:
     recipe_timeout_s: float = 3600.0
     plugins: tuple[str, ...] = ()
     finetune_stop_drop: float | None = None
+    jobs: int | None = None
 
     def __post_init__(self):
+        if self.jobs is not None and self.jobs < 1:
+            raise StudyError(f"jobs must be >= 1, got {self.jobs}; leave it out for one per CPU core.")
         object.__setattr__(self, "plugins", tuple(self.plugins))
         import_plugins(self.plugins)
+
+    @property
+    def parallel_jobs(self) -> int:
+        """``jobs``, or the number of CPU cores this process may use."""
+        if self.jobs is not None:
+            return self.jobs
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     @property
     def models_dir(self) -> str:

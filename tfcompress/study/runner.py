@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 
 from tfcompress import loading, tasks
@@ -86,7 +87,8 @@ def run(
     own = executor is None
     try:
         if own and config.run.isolate:
-            executor = IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset))
+            executor = IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset),
+                                        jobs=config.run.parallel_jobs)  # fmt: skip
         elif own:
             executor = InProcessExecutor(config, prepared)
         todo, reference = [], Reference()
@@ -113,6 +115,12 @@ def run(
                 loop.record(outcome)
                 if loop.stopped:
                     break
+    except KeyboardInterrupt:  # Ctrl-C: the finished rows' report and CSV (untimed), then stop
+        if results.rows:
+            report_lib.write_all(results, config.output_dir)
+            progress(f"Interrupted: report.md and results.csv hold the {len(results.rows)} finished row(s), "
+                     + "without latency (the latency phase had not run).")  # fmt: skip
+        raise
     finally:
         if own and executor is not None:
             executor.close()
@@ -191,10 +199,20 @@ class _Loop:
         self.config, self.results, self.path, self.total, self.progress = config, results, path, total, progress
         self.index: dict[int, Row] = {}
         self.stopped = False
+        self.began = time.monotonic()
+        self.ran = 0  # rows finished by this run (not kept from an earlier one), for the estimate of the rest
 
     def started(self, job: Job) -> None:
-        if job.pipeline.transforms:
-            self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: fine-tuning ...")
+        what = "fine-tuning" if job.pipeline.transforms else "converting"
+        self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: {what} ...")
+
+    def eta(self) -> str:
+        """'12 of 19 rows done, 3:05 elapsed, about 1:40 left' (the rest at this run's pace so far)."""
+        done, elapsed = len(self.index), time.monotonic() - self.began
+        text = f"{done} of {self.total} rows done, {_clock(elapsed)} elapsed"
+        if self.ran and done < self.total:
+            text += f", about {_clock(elapsed / self.ran * (self.total - done))} left before the latency phase"
+        return text
 
     def record(self, outcome: Outcome, kept: bool = False) -> None:
         """Adds a finished row (saving results.json), or one kept from the earlier run (already in it)."""
@@ -203,11 +221,19 @@ class _Loop:
         self.results.rows = [self.index[i] for i in sorted(self.index)]
         if not kept:
             results_lib.save(self.results, self.path)
-        suffix = " [kept from the earlier run]" if kept else ""
+        self.ran += not kept
+        suffix = " [kept from the earlier run]" if kept else f" ({self.eta()})"
         self.progress(progress_line(outcome.job.index + 1, self.total, outcome.row) + suffix)
         if self.config.run.fail_fast and outcome.row.status is Status.FAILED:
             self.progress(f"Stopping at the first failure (--fail_fast): {outcome.row.recipe}.")
             self.stopped = True
+
+
+def _clock(seconds: float) -> str:
+    """'1:05:09' or '3:05'."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _finished_rows(config: StudyConfig, basis_key: str, results_path: str, progress) -> dict[str, Row]:
