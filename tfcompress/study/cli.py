@@ -133,6 +133,13 @@ def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> Non
     flags.DEFINE_integer("jobs", None, "Isolated recipe processes at once while the .tflite files are built and "
                          + "scored (default: one per CPU core; the latency phase always runs alone).", lower_bound=1,
                          flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where recipe jobs run: local processes, or Ray tasks "
+                      + "(an embedded local Ray, or the cluster at --ray_address).", flag_values=f)  # fmt: skip
+    flags.DEFINE_string("ray_address", "", "With --executor=ray: empty for an embedded local Ray; auto or HOST:PORT "
+                        + "joins a running cluster (--output_dir must then be on storage every node shares).",
+                        flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("cpus_per_job", 1, "With --executor=ray: CPUs each recipe job's task declares (and its "
+                         + "TensorFlow threads).", lower_bound=1, flag_values=f)  # fmt: skip
     flags.DEFINE_list("plugins", [], "Python modules to import first; the recipes they register can be used.",
                       flag_values=f)  # fmt: skip
     flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: the default study within minutes on 2 cores; full: "

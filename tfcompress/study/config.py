@@ -87,6 +87,9 @@ class MeasureOptions:
         }
 
 
+EXECUTORS = ("local", "ray")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """How a study runs and where it writes; none of these change a row's result.
@@ -108,6 +111,12 @@ class RunOptions:
       jobs: isolated recipe processes run at once (building and scoring the
         .tflite files; the latency phase always runs alone); None: one per
         CPU core this process may use.
+      executor: 'local' (this machine's processes) or 'ray'
+        (tfcompress.study.ray_executor).
+      ray_address: with executor='ray': empty starts an embedded local Ray;
+        'auto' or 'HOST:PORT' joins a cluster.
+      cpus_per_job: with executor='ray': the CPUs each job's task declares
+        (and its TensorFlow threads).
     """
 
     output_dir: str = os.path.join("runs", "latest")
@@ -119,10 +128,19 @@ class RunOptions:
     plugins: tuple[str, ...] = ()
     finetune_stop_drop: float | None = None
     jobs: int | None = None
+    executor: str = "local"
+    ray_address: str = ""
+    cpus_per_job: int = 1
 
     def __post_init__(self):
         if self.jobs is not None and self.jobs < 1:
             raise StudyError(f"jobs must be >= 1, got {self.jobs}; leave it out for one per CPU core.")
+        if self.executor not in EXECUTORS:
+            raise StudyError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}.")
+        if self.cpus_per_job < 1:
+            raise StudyError(f"cpus_per_job must be >= 1, got {self.cpus_per_job}.")
+        if self.executor == "ray" and not self.isolate:
+            raise StudyError("executor=ray runs every recipe in its own process; drop --noisolate.")
         object.__setattr__(self, "plugins", tuple(self.plugins))
         import_plugins(self.plugins)
 

@@ -167,9 +167,14 @@ def prefix_dependencies(jobs: Sequence[Job]) -> dict[int, int]:
     return after
 
 
-def job_env(width: int) -> dict[str, str]:
-    """The environment of a recipe process when ``width`` run at once: its share of this process's CPUs."""
-    if os.environ.get("TFCOMPRESS_JOB_CPUS", "").isdigit():  # set by the user (or a parent study): kept
+def job_env(width: int, cpus: int | None = None) -> dict[str, str]:
+    """The environment of a recipe process when ``width`` run at once: its share of this process's CPUs.
+
+    ``cpus``, when given, is the job's share (the CPUs a Ray task declared).
+    """
+    if cpus is not None:
+        share = str(max(1, cpus))
+    elif os.environ.get("TFCOMPRESS_JOB_CPUS", "").isdigit():  # set by the user (or a parent study): kept
         share = os.environ["TFCOMPRESS_JOB_CPUS"]
     else:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -194,7 +199,8 @@ def _last_line(path: str) -> str:
     except OSError:
         return ""
     # Skip TensorFlow's start-up chatter; the reason is usually the last real line.
-    lines = [line for line in lines if not line.startswith(("I0000", "W0000", "E0000", "WARNING: All log", "INFO:"))]
+    chatter = ("I0000", "W0000", "E0000", "WARNING: All log", "INFO:", "<frozen runpy>")
+    lines = [line for line in lines if not line.startswith(chatter)]
     return lines[-1][:300] if lines else ""
 
 

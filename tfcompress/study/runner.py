@@ -86,11 +86,8 @@ def run(
     work_dir = tempfile.mkdtemp(prefix=".work-", dir=config.output_dir)
     own = executor is None
     try:
-        if own and config.run.isolate:
-            executor = IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset),
-                                        jobs=config.run.parallel_jobs)  # fmt: skip
-        elif own:
-            executor = InProcessExecutor(config, prepared)
+        if own:
+            executor = _executor(config, prepared, work_dir, model, dataset)
         todo, reference = [], Reference()
         for job in jobs:
             done = finished.get(job.pipeline.name)
@@ -115,6 +112,8 @@ def run(
                 loop.record(outcome)
                 if loop.stopped:
                     break
+        shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
+        _time(config, results, results_path, prepared.dataset, progress, executor)
     except KeyboardInterrupt:  # Ctrl-C: the finished rows' report and CSV (untimed), then stop
         if results.rows:
             report_lib.write_all(results, config.output_dir)
@@ -125,18 +124,34 @@ def run(
         if own and executor is not None:
             executor.close()
         shutil.rmtree(work_dir, ignore_errors=True)
-    shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
-    _time(config, results, results_path, prepared.dataset, progress)
     report_lib.write_all(results, config.output_dir)
     return results
 
 
-def _time(config: StudyConfig, results: Results, results_path: str, dataset, progress) -> None:
-    """The latency phase (tfcompress.study.timing): the rows that still need it, then results.json again."""
+def _executor(config: StudyConfig, prepared, work_dir: str, model, dataset) -> Executor:
+    """The executor ``config.run`` asks for: Ray tasks, isolated processes (``jobs`` at once) or this process."""
+    if config.run.executor == "ray":
+        from tfcompress.study.ray_executor import RayExecutor  # the only place Ray is imported
+
+        return RayExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset))
+    if config.run.isolate:
+        return IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset),
+                                jobs=config.run.parallel_jobs)  # fmt: skip
+    return InProcessExecutor(config, prepared)
+
+
+def _time(config: StudyConfig, results: Results, results_path: str, dataset, progress, executor=None) -> None:
+    """The latency phase (tfcompress.study.timing, or the executor's own): the rows that need it, then results.json.
+
+    Nothing else runs meanwhile: every recipe job has finished.
+    """
     rows = [r for r in results.rows if timing.needs_timing(r, config)]
     if not rows:
         return
-    timing.time_rows(config, results, rows, dataset, progress)
+    if hasattr(executor, "time_rows"):
+        executor.time_rows(config, results, rows, dataset, progress)
+    else:
+        timing.time_rows(config, results, rows, dataset, progress)
     for row in rows:
         results_lib.fail_non_finite(row)
         progress(f"latency: {timing_line(row)}")
