@@ -1,0 +1,141 @@
+"""The bench's ``scale`` section: the default study with ``--jobs`` and on Ray, back to back.
+
+Three runs of the default study (cnn on mnist5k, every default recipe), each from an empty output folder
+with the trained model read from one shared cache (trained once before, not timed):
+
+- ``--jobs=1``: one recipe process at a time (what every study did before ``--jobs``);
+- the default (``--jobs`` = the number of cores);
+- ``--executor=ray`` on a 2-node Ray cluster started on this machine (``ray.cluster_utils.Cluster``, one CPU
+  per node, loopback addresses only), the latency phase on the head node.
+
+Checks: the speed-up of the default over ``--jobs=1`` (target >= 1.6x), every row's size unchanged and its
+metric inside the ``--jobs=1`` row's 95% interval, and the Ray rows equal to the local ones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+from tfcompress.study import bench_render as md
+from tfcompress.study import runner
+from tfcompress.study.config import from_flat
+from tfcompress.study.results import Results
+
+
+def _study(out: str, cache: str, progress, **flat) -> tuple[Results, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    results = runner.run(from_flat(output_dir=out, cache_dir=cache, **flat), progress=progress)
+    return results, time.perf_counter() - start
+
+
+def _ray_cluster():
+    """A 2-node Ray cluster on this machine (one CPU each, the latency resource on the head), joined."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when Ray is imported: nodes on 127.0.0.1
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from tfcompress.study.ray_executor import LATENCY_RESOURCE, _package_root
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "resources": {LATENCY_RESOURCE: 1}})  # fmt: skip
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": _package_root()}})
+    cluster.wait_for_nodes()
+    addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+    if not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        ray.shutdown()
+        cluster.shutdown()
+        raise RuntimeError(f"the bench's Ray cluster is not on the loopback interface: {addresses}")
+    return ray, cluster, addresses
+
+
+def compare(reference: Results, other: Results) -> dict:
+    """Row by row: sizes equal, and the other run's metric inside the reference row's 95% interval."""
+    sizes, metrics = [], []
+    for a, b in zip(reference.rows, other.rows, strict=True):
+        if not (a.ok and b.ok):
+            sizes.append((a.recipe, a.status.value == b.status.value))
+            continue
+        sizes.append((a.recipe, a.size_bytes == b.size_bytes))
+        low, high = a.metric_ci or (a.metric, a.metric)
+        metrics.append((a.recipe, low - 1e-12 <= b.metric <= high + 1e-12))
+    return {"sizes_equal": all(ok for _, ok in sizes), "size_misses": [r for r, ok in sizes if not ok],
+            "metrics_within": all(ok for _, ok in metrics),
+            "metric_misses": [r for r, ok in metrics if not ok]}  # fmt: skip
+
+
+def _table(serial: Results, parallel: Results, on_ray: Results | None) -> dict:
+    headers = ["recipe", "size B (jobs=1)", "size B (jobs=2)", "metric (jobs=1) [95%]", "metric (jobs=2)"]
+    headers += ["size B (ray)", "metric (ray)", "built on (ray)"] if on_ray else []
+    cells = []
+    for i, a in enumerate(serial.rows):
+        b = parallel.rows[i]
+        ci = f" [{a.metric_ci[0]:.4f}, {a.metric_ci[1]:.4f}]" if a.metric_ci else ""
+        row = [f"`{a.recipe}`", str(a.size_bytes or a.status.value), str(b.size_bytes or b.status.value),
+               f"{a.metric:.4f}{ci}" if a.metric is not None else "",
+               f"{b.metric:.4f}" if b.metric is not None else ""]  # fmt: skip
+        if on_ray:
+            c = on_ray.rows[i]
+            node = (c.extras.get("built_on") or {}).get("node_id", "")[:8]
+            row += [str(c.size_bytes or c.status.value), f"{c.metric:.4f}" if c.metric is not None else "", node]
+        cells.append(row)
+    return md.table(headers, cells)
+
+
+def verdicts(t_serial: float, t_parallel: float, jobs: int, same: dict, t_ray: float | None, ray_same: dict | None,
+             nodes: int) -> list[str]:  # fmt: skip
+    """The section's acceptance lines."""
+    speedup = t_serial / t_parallel
+    lines = [
+        f"Default study, `--jobs=1` {t_serial:.0f} s, default (`--jobs={jobs}`) {t_parallel:.0f} s: {speedup:.2f}x "
+        + f"faster (target >= 1.6x): **{'yes' if speedup >= 1.6 else 'no'}**.",
+        "Every row's size unchanged: " + ("**yes**." if same["sizes_equal"] else f"**no**: {same['size_misses']}."),
+        "Every row's metric inside the `--jobs=1` row's 95% interval: "
+        + ("**yes**." if same["metrics_within"] else f"**no**: {same['metric_misses']}."),
+    ]
+    if t_ray is not None and ray_same is not None:
+        ok = ray_same["sizes_equal"] and ray_same["metrics_within"]
+        lines.append(f"`--executor=ray` on a {nodes}-node local cluster (1 CPU per node) {t_ray:.0f} s, "
+                     + f"`--executor=local` {t_parallel:.0f} s; the same rows as local: **{'yes' if ok else 'no'}**"
+                     + ("." if ok else f" (sizes: {ray_same['size_misses']}, "
+                                       + f"metrics: {ray_same['metric_misses']})."))  # fmt: skip
+    return lines
+
+
+def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, list[dict]]:
+    """The section's title and blocks (see the module docstring)."""
+    folder = os.path.join(work_dir, "scale")
+    cache = os.path.join(folder, "models")
+    progress("scale: training (or reading) the default model once ...")
+    runner.run(from_flat(output_dir=os.path.join(folder, "warm"), cache_dir=cache, recipes=("fp32",), rounds=1),
+               progress=progress)  # fmt: skip
+    progress("scale: the default study with --jobs=1 ...")
+    serial, t_serial = _study(os.path.join(folder, "jobs1"), cache, progress, jobs=1)
+    progress("scale: the default study with the default --jobs ...")
+    parallel, t_parallel = _study(os.path.join(folder, "jobs"), cache, progress)
+    jobs = from_flat().run.parallel_jobs
+    same = compare(serial, parallel)
+    ray, cluster, addresses = _ray_cluster()
+    try:
+        progress("scale: the default study with --executor=ray on a 2-node local cluster ...")
+        on_ray, t_ray = _study(os.path.join(folder, "ray"), cache, progress, executor="ray")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    ray_same = compare(parallel, on_ray)
+    lines = verdicts(t_serial, t_parallel, jobs, same, t_ray, ray_same, len(addresses))
+    blocks = [
+        md.p(
+            "The default study (cnn on mnist5k, every default recipe, 8 latency rounds) three times from an empty "
+            + "output folder, its trained model read from one cache (trained once before; not timed). Each wall "
+            + "time is the whole study: building and scoring the rows, then the latency phase, alone."
+        ),  # fmt: skip
+        md.bullets(lines),
+        _table(serial, parallel, on_ray),
+    ]
+    return "Scaling out: --jobs and --executor=ray", blocks
