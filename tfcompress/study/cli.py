@@ -140,6 +140,12 @@ def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> Non
                         flag_values=f)  # fmt: skip
     flags.DEFINE_integer("cpus_per_job", 1, "With --executor=ray: CPUs each recipe job's task declares (and its "
                          + "TensorFlow threads).", lower_bound=1, flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "tf.distribute strategy the "
+                      + "training-time recipes fine-tune under: multi_worker starts --workers processes per recipe on "
+                      + "this machine (TF_CONFIG on loopback ports; global batch = batch x workers).",
+                      flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("workers", 2, "With --strategy=multi_worker: worker processes per training-time recipe.",
+                         lower_bound=1, flag_values=f)  # fmt: skip
     flags.DEFINE_list("plugins", [], "Python modules to import first; the recipes they register can be used.",
                       flag_values=f)  # fmt: skip
     flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: the default study within minutes on 2 cores; full: "

@@ -88,6 +88,7 @@ class MeasureOptions:
 
 
 EXECUTORS = ("local", "ray")
+STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,11 @@ class RunOptions:
         'auto' or 'HOST:PORT' joins a cluster.
       cpus_per_job: with executor='ray': the CPUs each job's task declares
         (and its TensorFlow threads).
+      strategy: 'none', 'mirrored' or 'multi_worker': the tf.distribute
+        strategy training-time recipes fine-tune under
+        (tfcompress.study.distribute); part of those rows' keys.
+      workers: with strategy='multi_worker': worker processes per job (the
+        global batch is the task's batch x workers).
     """
 
     output_dir: str = os.path.join("runs", "latest")
@@ -131,8 +137,17 @@ class RunOptions:
     executor: str = "local"
     ray_address: str = ""
     cpus_per_job: int = 1
+    strategy: str = "none"
+    workers: int = 2
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise StudyError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
+        if self.workers < 1:
+            raise StudyError(f"workers must be >= 1, got {self.workers}.")
+        if self.strategy == "multi_worker" and not self.isolate:
+            raise StudyError("strategy=multi_worker starts worker processes from each recipe's own process; "
+                             + "drop --noisolate.")  # fmt: skip
         if self.jobs is not None and self.jobs < 1:
             raise StudyError(f"jobs must be >= 1, got {self.jobs}; leave it out for one per CPU core.")
         if self.executor not in EXECUTORS:
@@ -143,6 +158,12 @@ class RunOptions:
             raise StudyError("executor=ray runs every recipe in its own process; drop --noisolate.")
         object.__setattr__(self, "plugins", tuple(self.plugins))
         import_plugins(self.plugins)
+
+    def strategy_key(self) -> dict | None:
+        """What of the strategy decides a training-time row (None for 'none': keys as before strategies)."""
+        if self.strategy == "none":
+            return None
+        return {"strategy": self.strategy, "workers": self.workers if self.strategy == "multi_worker" else 1}
 
     @property
     def parallel_jobs(self) -> int:

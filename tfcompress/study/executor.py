@@ -298,8 +298,17 @@ def _failed(skeleton: Row, error: str) -> Row:
     return row
 
 
-def run_one(config: StudyConfig, recipe: str, reference: Reference | None = None, inputs: dict[str, str] | None = None):
+def run_one(
+    config: StudyConfig,
+    recipe: str,
+    reference: Reference | None = None,
+    inputs: dict[str, str] | None = None,
+    transform_cache: bool = True,
+):
     """Runs a single recipe of a study in this process (what an isolated recipe process does).
+
+    ``transform_cache``: reuse and save transform prefixes in OUTPUT_DIR/.transforms (off for the workers of
+    a multi_worker job, which must all fine-tune every stage together).
 
     Returns the row and its per-example outputs on the test split (a Reference).
     """
@@ -308,7 +317,7 @@ def run_one(config: StudyConfig, recipe: str, reference: Reference | None = None
     prepared = job_lib.prepare(config, lambda _: None, verbose=2, model=model, dataset=dataset,
                                twin=bool(pipeline.transforms))  # fmt: skip
     cache = TransformCache(os.path.join(config.output_dir, ".transforms", job_lib.basis_key(prepared.basis)))
-    return job_lib.run_recipe(prepared, pipeline, config, reference or Reference(), cache)
+    return job_lib.run_recipe(prepared, pipeline, config, reference or Reference(), cache if transform_cache else {})
 
 
 def _main(job_path: str) -> int:
@@ -317,7 +326,20 @@ def _main(job_path: str) -> int:
     die_with_parent(job["parent_pid"])
     config = StudyConfig.from_dict(job["config"])
     reference = Reference.load(job["reference"]) if job["reference"] else Reference()
-    row, outputs = run_one(config, job["recipe"], reference, job.get("inputs"))
+    workers = None
+    if config.run.strategy == "multi_worker" and parse(job["recipe"], config.recipe_defaults).transforms:
+        from tfcompress.study import distribute
+
+        workers = distribute.Workers(job, config.run.workers)  # they start now; this process is the chief
+        distribute.strategy("multi_worker")  # before any other TensorFlow work in this process
+    try:
+        row, outputs = run_one(config, job["recipe"], reference, job.get("inputs"), transform_cache=workers is None)
+        if workers is not None and row.ok:
+            row.extras["workers"] = config.run.workers
+            row.extras["workers_equal"] = workers.weights_equal(os.path.join(config.output_dir, row.tflite_path))
+    finally:
+        if workers is not None:
+            workers.stop()
     if not outputs.empty:
         outputs.save(job["outputs_out"])
     write_atomic(job["row_out"], json.dumps(row.to_dict(), allow_nan=False))
