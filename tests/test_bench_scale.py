@@ -30,3 +30,14 @@ def test_the_verdict_lines_say_yes_only_at_1_6x_and_name_the_misses():
     assert "2-node local cluster" in lines[3] and "120 s" in lines[3] and "**yes**" in lines[3]
     slow = bs.verdicts(150.0, 100.0, 2, ok | {"metrics_within": False, "metric_misses": ["int8"]}, None, None, 0)
     assert "1.50x" in slow[0] and "**no**" in slow[0] and "['int8']" in slow[2] and len(slow) == 3
+
+
+def test_the_multi_worker_line_checks_sparsity_and_the_gap_to_one_worker():
+    single = _row("prune", 100, 0.970)
+    multi = _row("prune", 100, 0.962)
+    multi.extras = {"sparsity": 0.8, "workers_equal": True, "finetune_s": 30.0}
+    assert "**yes**" in bs.multi_worker_line(single, multi, 60.0) and "-0.80 pt" in bs.multi_worker_line(
+        single, multi, 60
+    )
+    multi.metric = 0.955
+    assert "**no**" in bs.multi_worker_line(single, multi, 60.0)

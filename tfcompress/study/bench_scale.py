@@ -6,7 +6,10 @@ with the trained model read from one shared cache (trained once before, not time
 - ``--jobs=1``: one recipe process at a time (what every study did before ``--jobs``);
 - the default (``--jobs`` = the number of cores);
 - ``--executor=ray`` on a 2-node Ray cluster started on this machine (``ray.cluster_utils.Cluster``, one CPU
-  per node, loopback addresses only), the latency phase on the head node.
+  per node, loopback addresses only), the latency phase on the head node;
+
+then ``prune`` alone, fine-tuned by 2 workers (``--strategy=multi_worker``), against the ``--jobs=1`` study's
+``prune`` row (target: sparsity 0.80 +- 0.01, accuracy within 1 point).
 
 Checks: the speed-up of the default over ``--jobs=1`` (target >= 1.6x), every row's size unchanged and its
 metric inside the ``--jobs=1`` row's 95% interval, and the Ray rows equal to the local ones.
@@ -107,6 +110,21 @@ def verdicts(t_serial: float, t_parallel: float, jobs: int, same: dict, t_ray: f
     return lines
 
 
+def multi_worker_line(single, multi, wall_s: float) -> str:
+    """The multi_worker acceptance line: sparsity 0.80 +- 0.01 and accuracy within 1 point of one worker's."""
+    if not multi.ok:
+        return f"2-worker `--strategy=multi_worker` prune: {multi.status.value} ({multi.error}): **no**."
+    sparsity, gap = multi.extras["sparsity"], (multi.metric - single.metric) * 100
+    met = abs(sparsity - 0.8) <= 0.01 and abs(gap) <= 1.0
+    return (
+        "2-worker `--strategy=multi_worker` `prune` (0.8; global batch and learning rate x2): sparsity "
+        + f"{sparsity:.4f}, accuracy {multi.metric:.4f} against one worker's {single.metric:.4f} ({gap:+.2f} pt), "
+        + f"workers' weights equal: {multi.extras.get('workers_equal')}; {multi.extras.get('finetune_s', 0):.0f} s "
+        + f"of fine-tuning, {single.extras.get('finetune_s', 0):.0f} s with one worker (study {wall_s:.0f} s). "
+        + f"Target (0.80 +- 0.01, within 1 point): **{'yes' if met else 'no'}**."
+    )
+
+
 def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, list[dict]]:
     """The section's title and blocks (see the module docstring)."""
     folder = os.path.join(work_dir, "scale")
@@ -128,7 +146,11 @@ def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, 
         ray.shutdown()
         cluster.shutdown()
     ray_same = compare(parallel, on_ray)
+    progress("scale: prune (0.8) fine-tuned by 2 workers (--strategy=multi_worker) ...")
+    multi, t_multi = _study(os.path.join(folder, "multi_worker"), cache, progress, recipes=("prune",),
+                            strategy="multi_worker", workers=2)  # fmt: skip
     lines = verdicts(t_serial, t_parallel, jobs, same, t_ray, ray_same, len(addresses))
+    lines.append(multi_worker_line({r.recipe: r for r in serial.rows}["prune"], multi.rows[-1], t_multi))
     blocks = [
         md.p(
             "The default study (cnn on mnist5k, every default recipe, 8 latency rounds) three times from an empty "
