@@ -8,7 +8,7 @@ import pytest
 
 from tfcompress import recipes
 from tfcompress.measure import latency as benchmark
-from tfcompress.measure import peak
+from tfcompress.measure import peak, rounds
 from tfcompress.measure import tflite_graph as graph
 
 
@@ -234,10 +234,10 @@ def test_a_batch_times_every_file_in_one_child_and_a_crash_or_hang_fails_only_it
     tflite_path, tmp_path, monkeypatch
 ):
     _wrapped_worker(tmp_path, monkeypatch)
-    entry = benchmark.round_entry(tflite_path, 1, 5, 1, 0, None, "interpreter", 0.0)
+    entry = rounds.round_entry(tflite_path, 1, 5, 1, 0, None, "interpreter", 0.0)
     entries = [entry, {**entry, "path": "crash.tflite"}, {**entry, "threads": 2}, {**entry, "path": "hang.tflite"},
                {**entry, "path": str(tmp_path / "missing.tflite")}, entry]  # fmt: skip
-    results = benchmark.measure_batch(entries, timeout_s=20)
+    results = rounds.measure_batch(entries, timeout_s=20)
     assert [type(r).__name__ for r in results] == ["dict", "LatencyError", "dict", "LatencyError", "LatencyError",
                                                    "dict"]  # fmt: skip
     assert "SIGABRT" in str(results[1]) and "timed out after 20 s" in str(results[3])

@@ -4,7 +4,7 @@
 - ``mirrored``: ``tf.distribute.MirroredStrategy`` over this process's devices (on a CPU machine, one).
 - ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over ``--workers`` processes on this
   machine. The recipe's own process is the chief (worker 0); it starts the other workers
-  (``python -m tfcompress.study.distribute JOB.json``), each with a TF_CONFIG naming every worker on a
+  (``python -m tfcompress.study.executor --worker JOB.json``), each with a TF_CONFIG naming every worker on a
   free loopback port, and each running the same pipeline on the same model and data, so that their
   ``fit`` calls meet in the same collectives. The global batch is the task's batch x workers (each
   worker takes its shard of every step). Only the chief exports into the output folder and its row is
@@ -74,8 +74,8 @@ class Workers:
                 json.dump(worker_job, f)
             env = dict(os.environ, TF_CONFIG=tf_config(self.ports, index))
             log = open(os.path.join(self.folder, f"worker-{index}.log"), "w")  # noqa: SIM115 (closed in stop)
-            self.procs.append((subprocess.Popen([sys.executable, "-m", "tfcompress.study.distribute", path],
-                                                env=env, stdout=log, stderr=log), log))  # fmt: skip
+            command = [sys.executable, "-m", "tfcompress.study.executor", "--worker", path]
+            self.procs.append((subprocess.Popen(command, env=env, stdout=log, stderr=log), log))
             self.outputs.append(out)
         os.environ["TF_CONFIG"] = tf_config(self.ports, 0)  # this process is worker 0, the chief
 
@@ -104,26 +104,3 @@ class Workers:
             proc.wait()
             log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _worker_main(job_path: str) -> int:
-    """A non-chief worker: the chief's pipeline on the same model and data, its files in a folder of its own."""
-    from tfcompress._process import die_with_parent
-    from tfcompress.study.config import StudyConfig
-    from tfcompress.study.executor import run_one
-
-    with open(job_path, encoding="utf-8") as f:
-        job = json.load(f)
-    die_with_parent(job["parent_pid"])
-    d = job["config"]
-    config_dict = dict(d, run=dict(d["run"], output_dir=job["worker_output_dir"],
-                                   cache_dir=d["run"]["cache_dir"] or os.path.join(d["run"]["output_dir"], "models"),
-                                   finetune_stop_drop=None))  # fmt: skip
-    config = StudyConfig.from_dict(config_dict)
-    strategy("multi_worker")
-    run_one(config, job["recipe"], None, job.get("inputs"), transform_cache=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1]))

@@ -346,5 +346,24 @@ def _main(job_path: str) -> int:
     return 0
 
 
+def _worker_main(job_path: str) -> int:
+    """A non-chief multi_worker worker: the chief's pipeline on the same model and data, its files apart."""
+    from tfcompress.study import distribute
+
+    with open(job_path, encoding="utf-8") as f:
+        job = json.load(f)
+    die_with_parent(job["parent_pid"])
+    run = dict(job["config"]["run"])
+    run.update(
+        output_dir=job["worker_output_dir"],
+        finetune_stop_drop=None,
+        cache_dir=run["cache_dir"] or os.path.join(run["output_dir"], "models"),
+    )  # the chief's trained model
+    config = StudyConfig.from_dict(dict(job["config"], run=run))
+    distribute.strategy("multi_worker")  # before any other TensorFlow work in this process
+    run_one(config, job["recipe"], None, job.get("inputs"), transform_cache=False)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
+    sys.exit(_worker_main(sys.argv[2]) if sys.argv[1] == "--worker" else _main(sys.argv[1]))
