@@ -9,6 +9,9 @@ The only module that imports Ray (a study with ``--executor=local`` never does).
   given (TFCOMPRESS_JOB_CPUS), which TensorFlow would otherwise ignore.
 - A job that reuses another job's transform prefix waits for it (as with ``--jobs``), so the prefix
   is computed once.
+- With ``--strategy=multi_worker`` a training-time job's task declares ``cpus_per_job x workers`` CPUs,
+  and its workers run beside it on the same node (started by the job, as locally; Ray Train's
+  TensorflowTrainer, which would spread them over nodes, is not used yet).
 - The latency phase runs as one task on the node holding the custom resource ``tfcompress_latency``
   (an embedded instance gives the driver's node one; on a cluster, start one node with
   ``--resources='{"tfcompress_latency": 1}'``), with the CPUs of that node to itself: nothing else
@@ -139,9 +142,10 @@ class RayExecutor(ex.Executor):
                     pending.remove(job)
                     if started:
                         started(job)
-                    ref = task.remote(self.config.to_dict(), job.pipeline.name, job.skeleton.to_dict(),
-                                      self.work_dir, reference_path, self.config.run.recipe_timeout_s, self.inputs,
-                                      self.cpus)  # fmt: skip
+                    cpus = self.cpus * (self.config.run.workers if self._multi_worker(job) else 1)
+                    args = (self.config.to_dict(), job.pipeline.name, job.skeleton.to_dict(), self.work_dir,
+                            reference_path, self.config.run.recipe_timeout_s, self.inputs, self.cpus)  # fmt: skip
+                    ref = task.options(num_cpus=cpus).remote(*args)
                     running[ref] = job
                 ready, _ = ray.wait(list(running), num_returns=1)
                 job = running.pop(ready[0])
@@ -150,6 +154,10 @@ class RayExecutor(ex.Executor):
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
+
+    def _multi_worker(self, job: ex.Job) -> bool:
+        """Whether the job fine-tunes with --strategy=multi_worker: its workers run beside it, on its node."""
+        return self.config.run.strategy == "multi_worker" and bool(job.pipeline.transforms)
 
     def _outcome(self, job: ex.Job, ref) -> ex.Outcome:
         try:
