@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tests.conftest import wrap_latency_worker
 from tfcompress import recipes
 from tfcompress.measure import latency as benchmark
 from tfcompress.measure import peak, rounds
@@ -209,31 +210,10 @@ def test_an_unknown_runtime_is_refused(tflite_path):
         benchmark.measure_latency(tflite_path, runtime="gpu")
 
 
-def _wrapped_worker(tmp_path, monkeypatch):
-    """The real worker, except that a file named crash.tflite aborts it and hang.tflite never returns."""
-    script = tmp_path / "worker.py"
-    script.write_text(f"""
-import importlib.util, os, sys, time
-spec = importlib.util.spec_from_file_location("w", {benchmark._WORKER!r})
-w = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(w)
-real = w._measure
-def measure(path, *args, **kwargs):
-    if path.endswith("crash.tflite"):
-        os.abort()
-    if path.endswith("hang.tflite"):
-        time.sleep(600)
-    return real(path, *args, **kwargs)
-w._measure = measure
-sys.exit(w.main(sys.argv))
-""")
-    monkeypatch.setattr(benchmark, "_WORKER", str(script))
-
-
 def test_a_batch_times_every_file_in_one_child_and_a_crash_or_hang_fails_only_its_own_file(
     tflite_path, tmp_path, monkeypatch
 ):
-    _wrapped_worker(tmp_path, monkeypatch)
+    wrap_latency_worker(tmp_path, monkeypatch)
     entry = rounds.round_entry(tflite_path, 1, 5, 1, 0, None, "interpreter", 0.0)
     entries = [entry, {**entry, "path": "crash.tflite"}, {**entry, "threads": 2}, {**entry, "path": "hang.tflite"},
                {**entry, "path": str(tmp_path / "missing.tflite")}, entry]  # fmt: skip
