@@ -1,7 +1,6 @@
 """--executor=ray on a 2-node Ray cluster on this machine (loopback only): the rows of a local run, with nodes."""
 
 import ipaddress
-import os
 import sys
 
 import pytest
@@ -21,26 +20,18 @@ def _config(out, **kwargs):
 
 @pytest.fixture(scope="module")
 def cluster():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: nodes on 127.0.0.1
-    import ray
-    from ray.cluster_utils import Cluster
+    from tfcompress.study.ray_executor import local_cluster
 
-    head = {"num_cpus": 1, "include_dashboard": False, "resources": {"tfcompress_latency": 1}}
-    c = Cluster(initialize_head=True, head_node_args=head)
-    c.add_node(num_cpus=1)
-    ray.init(address=c.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
     try:
-        c.wait_for_nodes()
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        addresses = {n["NodeManagerAddress"] for n in nodes} | {c.address.rsplit(":", 1)[0]}
-        not_loopback = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
-        if not_loopback:  # the test must not talk to anything but this machine's loopback interface
-            pytest.fail(f"the Ray cluster reports addresses off the loopback interface: {not_loopback}")
-        assert len(nodes) == 2
-        yield {n["NodeID"] for n in nodes}
-    finally:
-        ray.shutdown()
-        c.shutdown()
+        with local_cluster(nodes=2) as addresses:
+            # The test must talk to nothing but this machine's loopback interface (local_cluster checks every
+            # address the cluster reports, and raises otherwise).
+            assert len(addresses) == 2 and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+            import ray
+
+            yield {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def test_a_two_node_ray_cluster_gives_the_rows_of_a_local_run_with_each_rows_node(cluster, tmp_path):

@@ -17,7 +17,6 @@ metric inside the ``--jobs=1`` row's 95% interval, and the Ray rows equal to the
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import time
@@ -34,27 +33,6 @@ def _study(out: str, cache: str, progress, **flat) -> tuple[Results, float]:
     start = time.perf_counter()
     results = runner.run(from_flat(output_dir=out, cache_dir=cache, **flat), progress=progress)
     return results, time.perf_counter() - start
-
-
-def _ray_cluster():
-    """A 2-node Ray cluster on this machine (one CPU each, the latency resource on the head), joined."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when Ray is imported: nodes on 127.0.0.1
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from tfcompress.study.ray_executor import LATENCY_RESOURCE, _package_root
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                            "resources": {LATENCY_RESOURCE: 1}})  # fmt: skip
-    cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": _package_root()}})
-    cluster.wait_for_nodes()
-    addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
-    if not all(ipaddress.ip_address(a).is_loopback for a in addresses):
-        ray.shutdown()
-        cluster.shutdown()
-        raise RuntimeError(f"the bench's Ray cluster is not on the loopback interface: {addresses}")
-    return ray, cluster, addresses
 
 
 def compare(reference: Results, other: Results) -> dict:
@@ -138,13 +116,11 @@ def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, 
     parallel, t_parallel = _study(os.path.join(folder, "jobs"), cache, progress)
     jobs = from_flat().run.parallel_jobs
     same = compare(serial, parallel)
-    ray, cluster, addresses = _ray_cluster()
-    try:
-        progress("scale: the default study with --executor=ray on a 2-node local cluster ...")
+    from tfcompress.study.ray_executor import local_cluster
+
+    with local_cluster(nodes=2) as addresses:
+        progress(f"scale: the default study with --executor=ray on a 2-node local cluster ({addresses}) ...")
         on_ray, t_ray = _study(os.path.join(folder, "ray"), cache, progress, executor="ray")
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     ray_same = compare(parallel, on_ray)
     progress("scale: prune (0.8) fine-tuned by 2 workers (--strategy=multi_worker) ...")
     multi, t_multi = _study(os.path.join(folder, "multi_worker"), cache, progress, recipes=("prune",),

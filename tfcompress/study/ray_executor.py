@@ -27,6 +27,8 @@ interface); ``auto`` or ``HOST:PORT`` joins a running cluster.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import platform
 import socket
@@ -190,6 +192,35 @@ class RayExecutor(ex.Executor):
     def close(self) -> None:
         if self.own:
             self.ray.shutdown()
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 2, cpus_per_node: int = 1):
+    """A Ray cluster of ``nodes`` nodes on this machine (``ray.cluster_utils.Cluster``), joined, then shut down.
+
+    The head holds the latency resource. Every address it reports must be on the loopback interface, or it is
+    shut down and RuntimeError names them. Yields the nodes' addresses.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when Ray is imported: nodes on 127.0.0.1
+    import ray
+    from ray.cluster_utils import Cluster
+
+    head = {"num_cpus": cpus_per_node, "include_dashboard": False, "resources": {LATENCY_RESOURCE: 1}}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cpus_per_node)
+        ray.init(address=cluster.address, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": _package_root()}})  # fmt: skip
+        cluster.wait_for_nodes()
+        addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] + [cluster.address.rsplit(":", 1)[0]]
+        off = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
+        if off:
+            raise RuntimeError(f"the local Ray cluster reports addresses off the loopback interface: {off}")
+        yield addresses[:-1]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def _package_root() -> str:
