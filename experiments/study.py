@@ -44,8 +44,8 @@ def main(argv):
         return 2
     except KeyboardInterrupt:
         print(
-            f"\nInterrupted. Every finished row is in {FLAGS.output_dir}/results.json; run the same command "
-            + "with --resume to continue where it stopped.",
+            f"\nInterrupted. Every finished row is in {FLAGS.output_dir}/results.json (and report.md, results.csv); "
+            + "run the same command with --resume to continue where it stopped.",
             file=sys.stderr,
         )
         return 130

@@ -66,3 +66,28 @@ def study_cli(capsys, *args: str):
     code = script.main([])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def wrap_latency_worker(folder, monkeypatch, crash: str = "crash.tflite", hang: str = "hang.tflite") -> None:
+    """The real latency worker, except that a file whose name ends with ``crash`` aborts it natively (SIGABRT)
+    and one ending with ``hang`` never returns (for the measuring process's crash and time-out paths)."""
+    from tfcompress.measure import latency
+
+    script = os.path.join(str(folder), "latency_worker_for_test.py")
+    with open(script, "w", encoding="utf-8") as f:
+        f.write(f"""
+import importlib.util, os, sys, time
+spec = importlib.util.spec_from_file_location("w", {latency._WORKER!r})
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+real = w._measure
+def measure(path, *args, **kwargs):
+    if path.endswith({crash!r}):
+        os.abort()
+    if path.endswith({hang!r}):
+        time.sleep(600)
+    return real(path, *args, **kwargs)
+w._measure = measure
+sys.exit(w.main(sys.argv))
+""")
+    monkeypatch.setattr(latency, "_WORKER", script)

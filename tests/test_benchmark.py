@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
+from tests.conftest import wrap_latency_worker
 from tfcompress import recipes
 from tfcompress.measure import latency as benchmark
-from tfcompress.measure import peak
+from tfcompress.measure import peak, rounds
 from tfcompress.measure import tflite_graph as graph
 
 
@@ -207,3 +208,21 @@ def test_min_time_s_extends_a_round_past_num_runs(tflite_path):
 def test_an_unknown_runtime_is_refused(tflite_path):
     with pytest.raises(ValueError, match="runtime must be one of interpreter, compiled_model"):
         benchmark.measure_latency(tflite_path, runtime="gpu")
+
+
+def test_a_batch_times_every_file_in_one_child_and_a_crash_or_hang_fails_only_its_own_file(
+    tflite_path, tmp_path, monkeypatch
+):
+    wrap_latency_worker(tmp_path, monkeypatch)
+    entry = rounds.round_entry(tflite_path, 1, 5, 1, 0, None, "interpreter", 0.0)
+    entries = [entry, {**entry, "path": "crash.tflite"}, {**entry, "threads": 2}, {**entry, "path": "hang.tflite"},
+               {**entry, "path": str(tmp_path / "missing.tflite")}, entry]  # fmt: skip
+    results = rounds.measure_batch(entries, timeout_s=20)
+    assert [type(r).__name__ for r in results] == ["dict", "LatencyError", "dict", "LatencyError", "LatencyError",
+                                                   "dict"]  # fmt: skip
+    assert "SIGABRT" in str(results[1]) and "timed out after 20 s" in str(results[3])
+    assert "missing.tflite" in str(results[4]) or "ValueError" in str(results[4])  # a Python error: the round goes on
+    assert results[0]["threads"] == 1 and results[2]["threads"] == 2 and len(results[5]["times_ms"]) == 5
+    # Each file's peak memory is its own: the mark is reset before each file, so a later file of the same
+    # model does not report the earlier ones' high-water mark plus its own.
+    assert results[5]["peak_rss_mb"] is not None and results[5]["peak_rss_mb"] < results[0]["peak_rss_mb"] + 20

@@ -103,3 +103,69 @@ def test_sigkill_mid_study_then_resume_gives_the_rows_of_an_uninterrupted_run(tm
     reference = subprocess.run(_study_command(tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-2000:]
     assert _rows(out) == _rows(tmp_path / "ref")
+
+
+def test_prefix_dependencies_make_a_job_wait_for_the_one_that_builds_its_transform():
+    from tfcompress import recipes
+    from tfcompress.study.executor import Job, prefix_dependencies
+
+    specs = ["fp32", "prune:0.5>int8", "int8", "prune:0.5>dynamic_range", "prune:0.5>cluster:8>int8",
+             "prune:0.5>cluster:8>dynamic_range", "prune:0.8>int8"]  # fmt: skip
+    jobs = [Job(i, recipes.parse(s), None) for i, s in enumerate(specs)]
+    assert prefix_dependencies(jobs) == {3: 1, 4: 3, 5: 4}  # the last earlier job sharing the longest prefix
+
+
+def test_concurrent_jobs_give_the_rows_of_a_serial_run_and_overlap(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFCOMPRESS_JOB_CPUS", "1")  # the same threads per job in both runs, so the same numbers
+    recipes = ("prune:0.5>int8", "int8", "prune:0.5>dynamic_range", "abort_for_test", "dynamic_range")
+    lines = {"serial": [], "concurrent": []}
+    serial = run(_config(tmp_path / "a", recipes=recipes, finetune_epochs=1, jobs=1), lines["serial"].append)
+    concurrent = run(_config(tmp_path / "b", recipes=recipes, finetune_epochs=1, jobs=2), lines["concurrent"].append)
+    for a, b in zip(serial.rows, concurrent.rows, strict=True):  # in study order, whatever order they finished in
+        assert (a.recipe, a.status, a.metric, a.agreement, a.metric_delta_ci) == (
+            b.recipe, b.status, b.metric, b.agreement, b.metric_delta_ci)  # fmt: skip
+        assert a.size_bytes == pytest.approx(b.size_bytes, rel=0.001) if a.ok else a.error == b.error
+        assert a.extras.get("sparsity") == b.extras.get("sparsity")
+
+    def order(log):
+        return [line.split("] ", 1)[1].split(" (")[0] for line in log if line.startswith("[")]
+
+    events = order(lines["concurrent"])
+    # int8 started while the pruning was still running (two at once) ...
+    assert events.index("int8: converting ...") < next(
+        i for i, e in enumerate(events) if e.startswith("prune:0.5>int8: ok")
+    )
+    # ... and the job reusing the pruned model waited for the job that built it.
+    first_done = next(i for i, e in enumerate(events) if e.startswith("prune:0.5>int8: ok"))
+    assert events.index("prune:0.5>dynamic_range: fine-tuning ...") > first_done
+    assert any("rows done" in line and "elapsed" in line for line in lines["concurrent"])
+
+
+def test_ctrl_c_writes_the_report_of_the_finished_rows_and_leaves_no_process(tmp_path):
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "experiments.study", "--dataset=digits", "--epochs=1", "--num_runs=3",
+               "--rounds=1", "--min_time_s=0", "--jobs=2", "--recipes=fp32,dynamic_range,float16,int8,int16x8,"
+               + "q_dynamic_int8,q_int8", f"--output_dir={out}"]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads((out / "results.json").read_text())["rows"]) >= 2:
+                break
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the study never finished two rows")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Interrupted" in stderr and "--resume" in stderr
+    finished = [r["recipe"] for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert 2 <= len(finished) < 7
+    report, csv = (out / "report.md").read_text(), (out / "results.csv").read_text().splitlines()
+    assert len(csv) == 1 + len(finished) and all(f"| {r}" in report or f"`{r}`" in report for r in finished)
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes left running: {left}"

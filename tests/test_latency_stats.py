@@ -53,17 +53,24 @@ def test_the_schedule_interleaves_every_timing_in_every_round():
 def test_interleaved_runs_each_timings_rounds_in_schedule_order(monkeypatch):
     calls = []
 
-    def fake_round(path, threads, num_runs, *args):
+    batches = []
+
+    def fake_round(path, threads, num_runs, **_):
         calls.append(path)
         if path == "crashes":
-            raise latency.LatencyError("latency child killed by signal SIGSEGV")
+            return latency.LatencyError("latency child killed by signal SIGSEGV")
         times = np.full(num_runs, {"a": 1.0, "b": 2.0}[path])
         return {"threads": threads, "times_ms": list(times), "init_ms": 1, "first_invoke_ms": 1, "peak_rss_mb": 40}
 
-    monkeypatch.setattr(rounds, "measure_round", fake_round)
+    def fake_batch(entries, timeout_s):
+        batches.append(len(entries))
+        return [fake_round(e["path"], e["threads"], e["num_runs"]) for e in entries]
+
+    monkeypatch.setattr(rounds, "measure_batch", fake_batch)
     timings = [rounds.Timing("A", "a"), rounds.Timing("B", "b"), rounds.Timing("C", "crashes")]
     result = rounds.interleaved(timings, rounds=3, num_runs=5, min_time_s=0.0)
     assert calls == ["a", "b", "crashes", "b", "a", "a", "b"]  # a crashed timing is not run again
+    assert batches == [3, 2, 2]  # one measuring process per round, every file of the round in it
     assert result["A"].rounds == 3 and result["A"].round_medians_ms == [1.0, 1.0, 1.0] and result["A"].runs == 15
     assert result["B"].median_ms == 2.0 and isinstance(result["C"], latency.LatencyError)
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfcompress.measure import latency as benchmark
+from tests.conftest import wrap_latency_worker
 from tfcompress.measure import macs
 from tfcompress.study import StudyError, from_flat, run
 from tfcompress.study.results import Status
@@ -154,9 +154,13 @@ def test_a_row_identical_to_fp32_is_within_noise_and_a_clearly_worse_one_is_not(
     assert f"{(worse.metric - fp32.metric) * 100:+.2f} pt [{low:+.2f}, {high:+.2f}] " in table  # no mark
 
 
-def test_progress_has_a_line_per_recipe(study):
+def test_progress_has_a_line_per_recipe_as_it_starts_and_as_it_ends(study):
     _, _, lines = study
-    assert sum(line.startswith("[") for line in lines) == 3
+    started = [line for line in lines if line.startswith("[") and line.endswith(" ...")]
+    ended = [line for line in lines if line.startswith("[") and not line.endswith(" ...")]
+    assert len(started) == len(ended) == 3
+    assert "3 of 3 rows done" in ended[-1] and "elapsed" in ended[-1]  # and the time left, until the last
+    assert "left before the latency phase" in ended[0]
     assert lines[0].startswith("Model cnn: trained")
 
 
@@ -173,20 +177,13 @@ def test_fp32_runs_first_even_when_not_asked_for(tmp_path):
     assert [r.recipe for r in results.rows] == ["fp32", "float16"]
 
 
-def _abort_latency_of(monkeypatch, file_name):
-    """Makes the latency child of one .tflite file abort natively (SIGABRT)."""
-    real = benchmark._worker_command
-
-    def command(path, *args):
-        if path.endswith(file_name):
-            return [sys.executable, "-c", "import os; os.abort()"]
-        return real(path, *args)
-
-    monkeypatch.setattr(benchmark, "_worker_command", command)
+def _abort_latency_of(monkeypatch, file_name, folder):
+    """Makes the latency measurement of one .tflite file abort its measuring process natively (SIGABRT)."""
+    wrap_latency_worker(folder, monkeypatch, crash=file_name)
 
 
 def test_native_crash_in_latency_child_is_a_failed_row_and_the_study_goes_on(tmp_path, monkeypatch):
-    _abort_latency_of(monkeypatch, "int8.tflite")
+    _abort_latency_of(monkeypatch, "int8.tflite", tmp_path)
     results = run(_config(tmp_path, epochs=1))
     status = {r.recipe: r for r in results.rows}
     assert status["fp32"].ok and status["dynamic_range"].ok
@@ -272,7 +269,7 @@ def test_fail_fast_stops_at_the_first_failed_row(tmp_path):
 
 
 def test_a_latency_crash_after_every_row_is_built_fails_only_its_row(tmp_path, monkeypatch):
-    _abort_latency_of(monkeypatch, "dynamic_range.tflite")
+    _abort_latency_of(monkeypatch, "dynamic_range.tflite", tmp_path)
     results = run(_config(tmp_path, epochs=1, fail_fast=True))
     status = {r.recipe: r.status.value for r in results.rows}
     assert status == {"fp32": "ok", "dynamic_range": "failed", "int8": "ok"}  # timing comes last: nothing to stop

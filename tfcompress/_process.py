@@ -55,3 +55,11 @@ def quiet_stderr(noise: re.Pattern):
             for line in capture.read().decode(errors="replace").splitlines(keepends=True):
                 if not noise.search(line):
                     sys.stderr.write(line)
+
+
+def job_cpus() -> int:
+    """The CPUs this job may use: its share when a study runs several at once (TFCOMPRESS_JOB_CPUS), else all."""
+    try:
+        return max(1, int(os.environ["TFCOMPRESS_JOB_CPUS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -3,8 +3,11 @@
 Usage: python -I tfcompress/measure/_latency_worker.py '{"path": ..., "threads": 1, "runtime": "interpreter", ...}'
 
 Prints one JSON line: one round of timings (``times_ms``, every timed run) and what explains them, or
-{"error": "..."} with exit status 1. ``runtime`` is ``interpreter`` (``ai_edge_litert.interpreter``) or
-``compiled_model`` (LiteRT's CompiledModel API on the CPU, set up as ``litert-benchmark`` sets it up).
+{"error": "..."} with exit status 1. With ``-`` as its argument it reads ``{"batch": [entry, ...]}`` from
+its standard input and times every entry in turn, printing one line per entry with its ``index``
+(``tfcompress.measure.rounds.interleaved`` runs each round of many files in one process this way).
+``runtime`` is ``interpreter`` (``ai_edge_litert.interpreter``) or ``compiled_model`` (LiteRT's
+CompiledModel API on the CPU, set up as ``litert-benchmark`` sets it up).
 Imports LiteRT, numpy and the standard library only, so it starts in a fraction of a second (and the
 parent may import it as a module for ``delegation``).
 
@@ -285,10 +288,46 @@ def _die_with_parent(parent_pid: int) -> None:
         pass
 
 
+def _reset_peak_rss() -> bool:
+    """Resets VmHWM to the current resident size (Linux >= 4.0), so the next file's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _batch(args: dict) -> int:
+    """Times each entry of ``args["batch"]`` in turn in this process, one JSON line per entry as it finishes.
+
+    Each line is the entry's result (or {"error": ...}) with its ``index``. The interpreter of one entry
+    is released before the next is loaded, and the peak-memory mark is reset, so that ``peak_rss_mb`` is
+    the entry's own peak over the process's resident size at that point (None where it cannot be reset).
+    """
+    import gc
+
+    for i, entry in enumerate(args["batch"]):
+        gc.collect()
+        own_peak = _reset_peak_rss() or i == 0
+        try:
+            result = _measure(entry["path"], entry["threads"], entry["num_runs"], entry["warmup_runs"],
+                              entry["seed"], entry.get("input_path"), entry.get("runtime", "interpreter"),
+                              entry.get("min_time_s", 0.0))  # fmt: skip
+            if not own_peak:
+                result["peak_rss_mb"] = None
+        except Exception as e:  # this entry's failure is data; the next entries still run
+            result = {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
+        print(json.dumps({"index": i, **result}), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    args = json.loads(argv[1])
+    args = json.loads(argv[1]) if argv[1] != "-" else json.loads(sys.stdin.readline())
     if "parent_pid" in args:
         _die_with_parent(args["parent_pid"])
+    if "batch" in args:
+        return _batch(args)
     try:
         result = _measure(
             args["path"],

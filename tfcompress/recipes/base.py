@@ -69,6 +69,10 @@ class RecipeContext:
         classifier's sparse cross-entropy.
       batch_size: fine-tuning batch size.
       finetune_callbacks: Keras callbacks every fine-tuning also runs (the advisor's early stop).
+      scope: None, or a callable returning the context every transform is built and fine-tuned in
+        (a tf.distribute strategy's scope: tfcompress.study.distribute); exports run outside it.
+      learning_rate_scale: fine-tuning learning rates are multiplied by this (the workers of a
+        multi_worker strategy: a batch ``workers`` times larger takes ``workers`` times fewer steps).
     """
 
     calibration_data: np.ndarray
@@ -79,6 +83,8 @@ class RecipeContext:
     loss: Any = None
     batch_size: int = 64
     finetune_callbacks: tuple = ()
+    scope: Any = None
+    learning_rate_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ A recipe spec chains stages with ``>`` and gives parameters after ``:``::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -220,7 +221,8 @@ def run(
         if cache is not None and key in cache:
             result = cache[key]
         else:
-            result = stage.recipe.apply(current, context, stage.params)
+            with context.scope() if context.scope is not None else contextlib.nullcontext():
+                result = stage.recipe.apply(current, context, stage.params)
             if cache is not None:
                 cache[key] = result
         current = result.model

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import re
 import types
 import warnings
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress._process import quiet_stderr
+from tfcompress._process import job_cpus, quiet_stderr
 from tfcompress.fields import Column, param
 from tfcompress.recipes import quantizer_layers
 from tfcompress.recipes.base import Compressed, ExportBackend, NotApplicable, RecipeContext, register_backend
@@ -290,12 +289,12 @@ def quantize(fp32: bytes, p: QuantizeParams, calibration: np.ndarray) -> tuple[b
         result = None
         if qt.need_calibration:
             with contextlib.redirect_stderr(io.StringIO()):  # its tqdm progress bar
-                result = qt.calibrate(data, num_threads=os.cpu_count() or 1)
+                result = qt.calibrate(data, num_threads=job_cpus())
         quantized = bytes(qt.quantize(result, enable_progress_bar=False, enable_progress_report=False).quantized_model)
         validation = {k: v[:VALIDATION_SAMPLES] for k, v in data.items()}
         comparison = qt.validate(validation, error_metrics=[vu.ValidationErrorMetric.MSE, vu.ValidationErrorMetric.SNR,
                                                             vu.ValidationErrorMetric.COSINE_SIMILARITY],
-                                 num_threads=os.cpu_count() or 1)  # fmt: skip
+                                 num_threads=job_cpus())  # fmt: skip
     ops, dtypes = quantizer_layers.quantized_ops(quantized)
     extras = {
         "quantized_ops": ops,

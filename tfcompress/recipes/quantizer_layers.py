@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress._process import quiet_stderr
+from tfcompress._process import job_cpus, quiet_stderr
 from tfcompress.recipes.base import NotApplicable
 
 OUTLIER_DB = 10.0  # skip=auto: layers whose alone SNR is this far below the median layer's
@@ -158,7 +158,7 @@ def rank(fp32: bytes, p, calibration: np.ndarray, build) -> list[dict[str, Any]]
         warnings.simplefilter("ignore")
         full = quantizer.Quantizer(bytearray(fp32))
         build(full, fp32, p)
-        result = full.calibrate(data, num_threads=os.cpu_count() or 1) if full.need_calibration else None
+        result = full.calibrate(data, num_threads=job_cpus()) if full.need_calibration else None
         for layer, scopes in groups.items():
             if layer == UNNAMED:
                 continue

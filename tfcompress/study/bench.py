@@ -3,8 +3,8 @@
 The sections: every task's study (``overview``), a sparsity sweep (``sweep``), fuzzing (``fuzz``), MobileNetV2
 latency vs litert-benchmark (``mobilenet``), real CPU speed-ups from filter removal, distillation and pipelines
 (``speedups``), the latency zoo (``zoo``), Keras 3 models as saved (``keras3``, in bench_keras3) and the LiteRT
-Quantizer next to the converter (``quantizer``, in bench_quantizer) and the advisor's picks (``advise``, in
-bench_advise). Each builder
+Quantizer next to the converter (``quantizer``, in bench_quantizer), the advisor's picks (``advise``, in
+bench_advise) and the default study with ``--jobs`` and on Ray (``scale``, in bench_scale). Each builder
 returns its title and blocks (tables as headers and cells: tfcompress.study.bench_render); ``run`` writes the
 document of every section it ran, with the run's date, machine and wall time, then renders BENCHMARKS.md from
 all the section files, so sections it did not run come from their files as they are. BENCHMARKS.md is never
@@ -26,6 +26,7 @@ from tfcompress.study import (
     bench_keras3,
     bench_latency,
     bench_quantizer,
+    bench_scale,
     latency_report,
     overview,
     report,
@@ -250,6 +251,7 @@ def run(
         "keras3": lambda: bench_keras3.keras3_section(work_dir, num_runs, warmup_runs, progress),
         "quantizer": lambda: bench_quantizer.quantizer_section(work_dir, num_runs, warmup_runs, progress),
         "advise": lambda: bench_advise.advise_section(work_dir, progress),
+        "scale": lambda: bench_scale.scale_section(work_dir, progress),
     }
     md.load_docs(json_dir)  # a broken document fails now, not after an hour of measuring
     env = environment()

@@ -31,7 +31,19 @@ from tabulate import tabulate
 
 SCHEMA_VERSION = 1
 # The sections in the order BENCHMARKS.md shows them (the bench runs them in this order too).
-SECTIONS = ("study", "overview", "sweep", "fuzz", "mobilenet", "speedups", "zoo", "keras3", "quantizer", "advise")
+SECTIONS = (
+    "study",
+    "overview",
+    "sweep",
+    "fuzz",
+    "mobilenet",
+    "speedups",
+    "zoo",
+    "keras3",
+    "quantizer",
+    "advise",
+    "scale",
+)
 # The software versions of a run (keys of tfcompress.study.environment) and how BENCHMARKS.md names them.
 _SOFTWARE = (("python", "Python"), ("tensorflow", "TensorFlow"), ("tf_keras", "tf-keras"),
              ("tensorflow_model_optimization", "TFMOT"), ("ai_edge_litert", "ai-edge-litert"),

@@ -130,6 +130,22 @@ def define_flags(flag_values=flags.FLAGS, module_name: str | None = None) -> Non
                          + "failed row.", flag_values=f)  # fmt: skip
     flags.DEFINE_float("recipe_timeout_s", 3600.0, "Kill an isolated recipe after this many seconds (a failed row).",
                        lower_bound=1.0, flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("jobs", None, "Isolated recipe processes at once while the .tflite files are built and "
+                         + "scored (default: one per CPU core; the latency phase always runs alone).", lower_bound=1,
+                         flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where recipe jobs run: local processes, or Ray tasks "
+                      + "(an embedded local Ray, or the cluster at --ray_address).", flag_values=f)  # fmt: skip
+    flags.DEFINE_string("ray_address", "", "With --executor=ray: empty for an embedded local Ray; auto or HOST:PORT "
+                        + "joins a running cluster (--output_dir must then be on storage every node shares).",
+                        flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("cpus_per_job", 1, "With --executor=ray: CPUs each recipe job's task declares (and its "
+                         + "TensorFlow threads).", lower_bound=1, flag_values=f)  # fmt: skip
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "tf.distribute strategy the "
+                      + "training-time recipes fine-tune under: multi_worker starts --workers processes per recipe on "
+                      + "this machine (TF_CONFIG on loopback ports; global batch = batch x workers).",
+                      flag_values=f)  # fmt: skip
+    flags.DEFINE_integer("workers", 2, "With --strategy=multi_worker: worker processes per training-time recipe.",
+                         lower_bound=1, flag_values=f)  # fmt: skip
     flags.DEFINE_list("plugins", [], "Python modules to import first; the recipes they register can be used.",
                       flag_values=f)  # fmt: skip
     flags.DEFINE_enum("preset", "quick", list(PRESETS), "quick: the default study within minutes on 2 cores; full: "

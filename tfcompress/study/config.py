@@ -87,6 +87,10 @@ class MeasureOptions:
         }
 
 
+EXECUTORS = ("local", "ray")
+STRATEGIES = ("none", "mirrored", "multi_worker")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """How a study runs and where it writes; none of these change a row's result.
@@ -105,6 +109,20 @@ class RunOptions:
       finetune_stop_drop: stop a fine-tuning half-way through its epochs (a failed
         row, FinetuneStopped) when its Keras metric is this much worse than
         the baseline's (Metric.drop units); the advisor's pruned trials.
+      jobs: isolated recipe processes run at once (building and scoring the
+        .tflite files; the latency phase always runs alone); None: one per
+        CPU core this process may use.
+      executor: 'local' (this machine's processes) or 'ray'
+        (tfcompress.study.ray_executor).
+      ray_address: with executor='ray': empty starts an embedded local Ray;
+        'auto' or 'HOST:PORT' joins a cluster.
+      cpus_per_job: with executor='ray': the CPUs each job's task declares
+        (and its TensorFlow threads).
+      strategy: 'none', 'mirrored' or 'multi_worker': the tf.distribute
+        strategy training-time recipes fine-tune under
+        (tfcompress.study.distribute); part of those rows' keys.
+      workers: with strategy='multi_worker': worker processes per job (the
+        global batch is the task's batch x workers).
     """
 
     output_dir: str = os.path.join("runs", "latest")
@@ -115,10 +133,44 @@ class RunOptions:
     recipe_timeout_s: float = 3600.0
     plugins: tuple[str, ...] = ()
     finetune_stop_drop: float | None = None
+    jobs: int | None = None
+    executor: str = "local"
+    ray_address: str = ""
+    cpus_per_job: int = 1
+    strategy: str = "none"
+    workers: int = 2
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise StudyError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
+        if self.workers < 1:
+            raise StudyError(f"workers must be >= 1, got {self.workers}.")
+        if self.strategy == "multi_worker" and not self.isolate:
+            raise StudyError("strategy=multi_worker starts worker processes from each recipe's own process; "
+                             + "drop --noisolate.")  # fmt: skip
+        if self.jobs is not None and self.jobs < 1:
+            raise StudyError(f"jobs must be >= 1, got {self.jobs}; leave it out for one per CPU core.")
+        if self.executor not in EXECUTORS:
+            raise StudyError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}.")
+        if self.cpus_per_job < 1:
+            raise StudyError(f"cpus_per_job must be >= 1, got {self.cpus_per_job}.")
+        if self.executor == "ray" and not self.isolate:
+            raise StudyError("executor=ray runs every recipe in its own process; drop --noisolate.")
         object.__setattr__(self, "plugins", tuple(self.plugins))
         import_plugins(self.plugins)
+
+    def strategy_key(self) -> dict | None:
+        """What of the strategy decides a training-time row (None for 'none': keys as before strategies)."""
+        if self.strategy == "none":
+            return None
+        return {"strategy": self.strategy, "workers": self.workers if self.strategy == "multi_worker" else 1}
+
+    @property
+    def parallel_jobs(self) -> int:
+        """``jobs``, or the number of CPU cores this process may use."""
+        if self.jobs is not None:
+            return self.jobs
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     @property
     def models_dir(self) -> str:

@@ -8,13 +8,14 @@ order); the loop (tfcompress.study.runner) owns results.json. Two executors:
 - ``IsolatedExecutor`` (the default): each job in a fresh Python process
   (``python -m tfcompress.study.executor JOB.json``) that rebuilds the study's
   model and data, runs the recipe exactly as in process and writes its row as
-  JSON. Whatever happens to the child (an exception, a native abort or
-  segfault, a time-out), the parent gets a row back: the child's own, or a
-  failed one naming the exit status, the signal or the time-out. Children die
-  with their parent (Linux PR_SET_PDEATHSIG), so killing a study with SIGKILL
-  leaves no orphaned recipe or latency process behind.
+  JSON; up to ``--jobs`` of them at once, each with its share of the CPUs.
+  Whatever happens to the child (an exception, a native abort or segfault, a
+  time-out), the parent gets a row back: the child's own, or a failed one
+  naming the exit status, the signal or the time-out. Children die with their
+  parent (Linux PR_SET_PDEATHSIG), so killing a study with SIGKILL leaves no
+  orphaned recipe or latency process behind.
 
-A concurrent or distributed executor implements ``run`` the same way.
+A distributed executor implements ``run`` the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from tfcompress._process import describe_exit, die_with_parent
@@ -95,12 +97,21 @@ class InProcessExecutor(Executor):
 
 
 class IsolatedExecutor(Executor):
-    """Each job in its own child process, one at a time (see the module docstring)."""
+    """Each job in its own child process, up to ``jobs`` at once (see the module docstring).
 
-    def __init__(self, config: StudyConfig, work_dir: str, inputs: dict[str, str] | None = None):
+    With more than one job at a time, each child's TensorFlow thread pools (and the quantizer's calibration)
+    get an equal share of this process's CPUs (``TFCOMPRESS_JOB_CPUS``), and a job that reuses an earlier
+    job's transform prefix (``prune_int8`` after ``prune``) starts only when that job has finished, so the
+    prefix is computed once (TransformCache) as in a serial run. Outcomes come back as jobs finish.
+    """
+
+    def __init__(self, config: StudyConfig, work_dir: str, inputs: dict[str, str] | None = None, jobs: int = 1):
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}.")
         self.config = config
         self.work_dir = work_dir
         self.inputs = inputs or {}
+        self.jobs = jobs
 
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
         reference_path = None
@@ -108,14 +119,77 @@ class IsolatedExecutor(Executor):
             fd, reference_path = tempfile.mkstemp(prefix="reference-", suffix=".npz", dir=self.work_dir)
             os.close(fd)
             reference.save(reference_path)
-        for job in jobs:
-            if started:
-                started(job)
-            row, outputs_path = run_isolated(
-                self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir, reference_path,
-                self.config.run.recipe_timeout_s, self.inputs,
-            )  # fmt: skip
-            yield Outcome(job, row, Reference.load(outputs_path) if outputs_path else Reference())
+        width = max(1, min(self.jobs, len(jobs)))
+        env = job_env(width)
+        after = prefix_dependencies(jobs)
+        pending, running, finished = list(jobs), {}, set()
+        try:
+            while pending or running:
+                for job in list(pending):
+                    if len(running) >= width:
+                        break
+                    if after.get(job.index) is not None and after[job.index] not in finished:
+                        continue  # its transform prefix is being built by an earlier job
+                    pending.remove(job)
+                    if started:
+                        started(job)
+                    running[job.index] = (job, start_isolated(
+                        self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir, reference_path,
+                        self.config.run.recipe_timeout_s, self.inputs, env))  # fmt: skip
+                done = _wait_any(running)
+                job, child = running.pop(done)
+                finished.add(done)
+                row, outputs_path = finish_isolated(child)
+                yield Outcome(job, row, Reference.load(outputs_path) if outputs_path else Reference())
+        finally:  # Ctrl-C, or the caller stopped early (--fail_fast): take the running children down
+            for _, child in running.values():
+                child.kill()
+
+
+def prefix_dependencies(jobs: Sequence[Job]) -> dict[int, int]:
+    """Job index -> the index of the earlier job it must wait for: the last one sharing its longest transform prefix.
+
+    Jobs without transforms, or whose first transform no earlier job runs, wait for nobody.
+    """
+    after: dict[int, int] = {}
+    for j, job in enumerate(jobs):
+        mine = [s.key() for s in job.pipeline.transforms]
+        best, shared = None, 0
+        for earlier in jobs[:j]:
+            theirs = [s.key() for s in earlier.pipeline.transforms]
+            n = 0
+            while n < min(len(mine), len(theirs)) and mine[n] == theirs[n]:
+                n += 1
+            if n and n >= shared:
+                best, shared = earlier.index, n
+        if best is not None:
+            after[job.index] = best
+    return after
+
+
+def job_env(width: int, cpus: int | None = None) -> dict[str, str]:
+    """The environment of a recipe process when ``width`` run at once: its share of this process's CPUs.
+
+    ``cpus``, when given, is the job's share (the CPUs a Ray task declared).
+    """
+    if cpus is not None:
+        share = str(max(1, cpus))
+    elif os.environ.get("TFCOMPRESS_JOB_CPUS", "").isdigit():  # set by the user (or a parent study): kept
+        share = os.environ["TFCOMPRESS_JOB_CPUS"]
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        share = str(max(1, cpus // width))
+    return {**os.environ, "TFCOMPRESS_JOB_CPUS": share, "TF_NUM_INTRAOP_THREADS": share,
+            "TF_NUM_INTEROP_THREADS": share if width == 1 else "1", "OMP_NUM_THREADS": share}  # fmt: skip
+
+
+def _wait_any(running: dict) -> int:
+    """The index of a running job whose child has ended (or run past its time-out), waiting as needed."""
+    while True:
+        for index, (_, child) in running.items():
+            if child.ended():
+                return index
+        time.sleep(0.05)
 
 
 def _last_line(path: str) -> str:
@@ -125,11 +199,41 @@ def _last_line(path: str) -> str:
     except OSError:
         return ""
     # Skip TensorFlow's start-up chatter; the reason is usually the last real line.
-    lines = [line for line in lines if not line.startswith(("I0000", "W0000", "E0000", "WARNING: All log", "INFO:"))]
+    chatter = ("I0000", "W0000", "E0000", "WARNING: All log", "INFO:", "<frozen runpy>")
+    lines = [line for line in lines if not line.startswith(chatter)]
     return lines[-1][:300] if lines else ""
 
 
-def run_isolated(
+@dataclasses.dataclass
+class Child:
+    """A recipe process started by start_isolated: its job file's paths, its process and its deadline."""
+
+    proc: subprocess.Popen
+    skeleton: Row
+    row_out: str
+    outputs_out: str
+    stderr_path: str
+    timeout_s: float
+    deadline: float
+    timed_out: bool = False
+
+    def ended(self) -> bool:
+        """Whether the child has exited; one past its deadline is killed first (and then has ended)."""
+        if self.proc.poll() is not None:
+            return True
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+            self.kill()
+            return True
+        return False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # its latency child dies with it (die_with_parent)
+        self.proc.wait()
+
+
+def start_isolated(
     config_dict: dict,
     recipe: str,
     skeleton: Row,
@@ -137,8 +241,9 @@ def run_isolated(
     reference_path: str | None,
     timeout_s: float,
     inputs: dict[str, str] | None = None,
-) -> tuple[Row, str | None]:
-    """Runs one recipe of a study in a child process.
+    env: dict[str, str] | None = None,
+) -> Child:
+    """Starts one recipe of a study in a child process; ``finish_isolated`` reads its row once it has ended.
 
     Args:
       config_dict: the study's StudyConfig.to_dict().
@@ -147,11 +252,9 @@ def run_isolated(
       work_dir: a private folder for the job's files.
       reference_path: the baseline's per-example outputs (Reference.save's .npz), for agreement and the
         metric's difference.
-      timeout_s: the child is killed after this many seconds.
+      timeout_s: the child is killed after this many seconds (``Child.ended`` checks).
       inputs: paths of a model and dataset the caller gave as objects (job.save_inputs).
-
-    Returns:
-      (row, path of this row's own per-example outputs (.npz) or None).
+      env: the child's environment (job_env), default this process's.
     """
     fd, job_path = tempfile.mkstemp(prefix="job-", suffix=".json", dir=work_dir)
     os.close(fd)
@@ -168,23 +271,23 @@ def run_isolated(
     write_atomic(job_path, json.dumps(job))
     stderr_path = stem + "-stderr.txt"
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "tfcompress.study.executor", job_path], stderr=stderr)
-        try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # its latency child dies with it (die_with_parent)
-            proc.wait()
-            return _failed(skeleton, f"recipe timed out after {timeout_s:g} s (--recipe_timeout_s)"), None
-        except BaseException:  # Ctrl-C or SIGTERM in the parent: take the child down too
-            proc.kill()
-            proc.wait()
-            raise
-    if returncode == 0 and os.path.exists(job["row_out"]):
-        with open(job["row_out"], encoding="utf-8") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "tfcompress.study.executor", job_path], stderr=stderr, env=env)
+    return Child(proc, skeleton, job["row_out"], job["outputs_out"], stderr_path, timeout_s,
+                 time.monotonic() + timeout_s)  # fmt: skip
+
+
+def finish_isolated(child: Child) -> tuple[Row, str | None]:
+    """The row of an ended child: its own, or a failed one naming the time-out, the exit status or the signal."""
+    child.proc.wait()
+    if child.timed_out:
+        return _failed(child.skeleton, f"recipe timed out after {child.timeout_s:g} s (--recipe_timeout_s)"), None
+    if child.proc.returncode == 0 and os.path.exists(child.row_out):
+        with open(child.row_out, encoding="utf-8") as f:
             row = Row.from_dict(json.load(f))
-        return row, job["outputs_out"] if os.path.exists(job["outputs_out"]) else None
-    detail = _last_line(stderr_path)
-    return _failed(skeleton, f"recipe process {describe_exit(returncode)}" + (f": {detail}" if detail else "")), None
+        return row, child.outputs_out if os.path.exists(child.outputs_out) else None
+    detail = _last_line(child.stderr_path)
+    reason = f"recipe process {describe_exit(child.proc.returncode)}" + (f": {detail}" if detail else "")
+    return _failed(child.skeleton, reason), None
 
 
 def _failed(skeleton: Row, error: str) -> Row:
@@ -195,8 +298,17 @@ def _failed(skeleton: Row, error: str) -> Row:
     return row
 
 
-def run_one(config: StudyConfig, recipe: str, reference: Reference | None = None, inputs: dict[str, str] | None = None):
+def run_one(
+    config: StudyConfig,
+    recipe: str,
+    reference: Reference | None = None,
+    inputs: dict[str, str] | None = None,
+    transform_cache: bool = True,
+):
     """Runs a single recipe of a study in this process (what an isolated recipe process does).
+
+    ``transform_cache``: reuse and save transform prefixes in OUTPUT_DIR/.transforms (off for the workers of
+    a multi_worker job, which must all fine-tune every stage together).
 
     Returns the row and its per-example outputs on the test split (a Reference).
     """
@@ -205,7 +317,7 @@ def run_one(config: StudyConfig, recipe: str, reference: Reference | None = None
     prepared = job_lib.prepare(config, lambda _: None, verbose=2, model=model, dataset=dataset,
                                twin=bool(pipeline.transforms))  # fmt: skip
     cache = TransformCache(os.path.join(config.output_dir, ".transforms", job_lib.basis_key(prepared.basis)))
-    return job_lib.run_recipe(prepared, pipeline, config, reference or Reference(), cache)
+    return job_lib.run_recipe(prepared, pipeline, config, reference or Reference(), cache if transform_cache else {})
 
 
 def _main(job_path: str) -> int:
@@ -214,12 +326,44 @@ def _main(job_path: str) -> int:
     die_with_parent(job["parent_pid"])
     config = StudyConfig.from_dict(job["config"])
     reference = Reference.load(job["reference"]) if job["reference"] else Reference()
-    row, outputs = run_one(config, job["recipe"], reference, job.get("inputs"))
+    workers = None
+    if config.run.strategy == "multi_worker" and parse(job["recipe"], config.recipe_defaults).transforms:
+        from tfcompress.study import distribute
+
+        workers = distribute.Workers(job, config.run.workers)  # they start now; this process is the chief
+        distribute.strategy("multi_worker")  # before any other TensorFlow work in this process
+    try:
+        row, outputs = run_one(config, job["recipe"], reference, job.get("inputs"), transform_cache=workers is None)
+        if workers is not None and row.ok:
+            row.extras["workers"] = config.run.workers
+            row.extras["workers_equal"] = workers.weights_equal(os.path.join(config.output_dir, row.tflite_path))
+    finally:
+        if workers is not None:
+            workers.stop()
     if not outputs.empty:
         outputs.save(job["outputs_out"])
     write_atomic(job["row_out"], json.dumps(row.to_dict(), allow_nan=False))
     return 0
 
 
+def _worker_main(job_path: str) -> int:
+    """A non-chief multi_worker worker: the chief's pipeline on the same model and data, its files apart."""
+    from tfcompress.study import distribute
+
+    with open(job_path, encoding="utf-8") as f:
+        job = json.load(f)
+    die_with_parent(job["parent_pid"])
+    run = dict(job["config"]["run"])
+    run.update(
+        output_dir=job["worker_output_dir"],
+        finetune_stop_drop=None,
+        cache_dir=run["cache_dir"] or os.path.join(run["output_dir"], "models"),
+    )  # the chief's trained model
+    config = StudyConfig.from_dict(dict(job["config"], run=run))
+    distribute.strategy("multi_worker")  # before any other TensorFlow work in this process
+    run_one(config, job["recipe"], None, job.get("inputs"), transform_cache=False)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
+    sys.exit(_worker_main(sys.argv[2]) if sys.argv[1] == "--worker" else _main(sys.argv[1]))

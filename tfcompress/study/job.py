@@ -200,13 +200,28 @@ def prepare(
         sparse_tflite=config.measure.sparse_tflite,
         verbose=verbose,
         loss=task.loss() if task.loss else None,
-        batch_size=task.batch_size,
+        batch_size=task.batch_size * (config.run.workers if config.run.strategy == "multi_worker" else 1),
+        scope=_strategy_scope(config.run.strategy),
+        learning_rate_scale=float(config.run.workers) if config.run.strategy == "multi_worker" else 1.0,
     )
     baseline = trainable_form(model, name, calibration, progress, build_twin=twin)
     if config.run.finetune_stop_drop is not None and baseline.trainable is not None:
         stop = StopIfWorse(_keras_drop(task, dataset, baseline.trainable), config.run.finetune_stop_drop)
         context = dataclasses.replace(context, finetune_callbacks=(stop,))
     return Prepared(baseline, name, dataset, context, int(model.count_params()), basis)
+
+
+def _strategy_scope(kind: str) -> Callable | None:
+    """RecipeContext.scope for a strategy: its scope, the strategy created on first use (None for 'none')."""
+    if kind == "none":
+        return None
+
+    def scope():
+        from tfcompress.study import distribute
+
+        return distribute.strategy(kind).scope()
+
+    return scope
 
 
 def _keras_drop(task, dataset, baseline) -> Callable:
@@ -264,10 +279,16 @@ def basis_key(basis: dict) -> str:
     return _digest(basis)[:16]
 
 
-def row_key(basis: dict, pipeline: Pipeline) -> str:
-    """The digest of what decides one row: the study's basis and the pipeline with its resolved parameters."""
+def row_key(basis: dict, pipeline: Pipeline, strategy: dict | None = None) -> str:
+    """The digest of what decides one row: the study's basis and the pipeline with its resolved parameters.
+
+    ``strategy`` (RunOptions.strategy_key) counts only for a pipeline that fine-tunes.
+    """
     stages = [{"recipe": s.recipe.name, "params": resolved(s.params)} for s in pipeline.stages]
-    return _digest({"basis": basis, "stages": stages})[:16]
+    decided = {"basis": basis, "stages": stages}
+    if strategy is not None and pipeline.transforms:
+        decided["strategy"] = strategy
+    return _digest(decided)[:16]
 
 
 def model_outputs(config: StudyConfig, model: bytes | str, x: np.ndarray) -> np.ndarray:
@@ -309,7 +330,7 @@ def measure_row(row: Row, tflite: bytes, path: str, dataset, reference: Referenc
 def skeleton(config: StudyConfig, prepared: Prepared, pipeline: Pipeline) -> Row:
     """The row of a pipeline before it runs (what a failed child leaves)."""
     return Row(task=config.task, model=prepared.name, recipe=pipeline.name, params=prepared.params,
-               key=row_key(prepared.basis, pipeline))  # fmt: skip
+               key=row_key(prepared.basis, pipeline, config.run.strategy_key()))  # fmt: skip
 
 
 def run_recipe(prepared: Prepared, pipeline: Pipeline, config: StudyConfig, reference: Reference, cache):

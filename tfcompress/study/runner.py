@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 
 from tfcompress import loading, tasks
@@ -85,10 +86,8 @@ def run(
     work_dir = tempfile.mkdtemp(prefix=".work-", dir=config.output_dir)
     own = executor is None
     try:
-        if own and config.run.isolate:
-            executor = IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset))
-        elif own:
-            executor = InProcessExecutor(config, prepared)
+        if own:
+            executor = _executor(config, prepared, work_dir, model, dataset)
         todo, reference = [], Reference()
         for job in jobs:
             done = finished.get(job.pipeline.name)
@@ -113,22 +112,46 @@ def run(
                 loop.record(outcome)
                 if loop.stopped:
                     break
+        shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
+        _time(config, results, results_path, prepared.dataset, progress, executor)
+    except KeyboardInterrupt:  # Ctrl-C: the finished rows' report and CSV (untimed), then stop
+        if results.rows:
+            report_lib.write_all(results, config.output_dir)
+            progress(f"Interrupted: report.md and results.csv hold the {len(results.rows)} finished row(s), "
+                     + "without latency (the latency phase had not run).")  # fmt: skip
+        raise
     finally:
         if own and executor is not None:
             executor.close()
         shutil.rmtree(work_dir, ignore_errors=True)
-    shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
-    _time(config, results, results_path, prepared.dataset, progress)
     report_lib.write_all(results, config.output_dir)
     return results
 
 
-def _time(config: StudyConfig, results: Results, results_path: str, dataset, progress) -> None:
-    """The latency phase (tfcompress.study.timing): the rows that still need it, then results.json again."""
+def _executor(config: StudyConfig, prepared, work_dir: str, model, dataset) -> Executor:
+    """The executor ``config.run`` asks for: Ray tasks, isolated processes (``jobs`` at once) or this process."""
+    if config.run.executor == "ray":
+        from tfcompress.study.ray_executor import RayExecutor  # the only place Ray is imported
+
+        return RayExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset))
+    if config.run.isolate:
+        return IsolatedExecutor(config, work_dir, job_lib.save_inputs(work_dir, model, dataset),
+                                jobs=config.run.parallel_jobs)  # fmt: skip
+    return InProcessExecutor(config, prepared)
+
+
+def _time(config: StudyConfig, results: Results, results_path: str, dataset, progress, executor=None) -> None:
+    """The latency phase (tfcompress.study.timing, or the executor's own): the rows that need it, then results.json.
+
+    Nothing else runs meanwhile: every recipe job has finished.
+    """
     rows = [r for r in results.rows if timing.needs_timing(r, config)]
     if not rows:
         return
-    timing.time_rows(config, results, rows, dataset, progress)
+    if hasattr(executor, "time_rows"):
+        executor.time_rows(config, results, rows, dataset, progress)
+    else:
+        timing.time_rows(config, results, rows, dataset, progress)
     for row in rows:
         results_lib.fail_non_finite(row)
         progress(f"latency: {timing_line(row)}")
@@ -191,10 +214,20 @@ class _Loop:
         self.config, self.results, self.path, self.total, self.progress = config, results, path, total, progress
         self.index: dict[int, Row] = {}
         self.stopped = False
+        self.began = time.monotonic()
+        self.ran = 0  # rows finished by this run (not kept from an earlier one), for the estimate of the rest
 
     def started(self, job: Job) -> None:
-        if job.pipeline.transforms:
-            self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: fine-tuning ...")
+        what = "fine-tuning" if job.pipeline.transforms else "converting"
+        self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: {what} ...")
+
+    def eta(self) -> str:
+        """'12 of 19 rows done, 3:05 elapsed, about 1:40 left' (the rest at this run's pace so far)."""
+        done, elapsed = len(self.index), time.monotonic() - self.began
+        text = f"{done} of {self.total} rows done, {_clock(elapsed)} elapsed"
+        if self.ran and done < self.total:
+            text += f", about {_clock(elapsed / self.ran * (self.total - done))} left before the latency phase"
+        return text
 
     def record(self, outcome: Outcome, kept: bool = False) -> None:
         """Adds a finished row (saving results.json), or one kept from the earlier run (already in it)."""
@@ -203,11 +236,19 @@ class _Loop:
         self.results.rows = [self.index[i] for i in sorted(self.index)]
         if not kept:
             results_lib.save(self.results, self.path)
-        suffix = " [kept from the earlier run]" if kept else ""
+        self.ran += not kept
+        suffix = " [kept from the earlier run]" if kept else f" ({self.eta()})"
         self.progress(progress_line(outcome.job.index + 1, self.total, outcome.row) + suffix)
         if self.config.run.fail_fast and outcome.row.status is Status.FAILED:
             self.progress(f"Stopping at the first failure (--fail_fast): {outcome.row.recipe}.")
             self.stopped = True
+
+
+def _clock(seconds: float) -> str:
+    """'1:05:09' or '3:05'."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _finished_rows(config: StudyConfig, basis_key: str, results_path: str, progress) -> dict[str, Row]:

@@ -1,0 +1,139 @@
+"""The bench's ``scale`` section: the default study with ``--jobs`` and on Ray, back to back.
+
+Three runs of the default study (cnn on mnist5k, every default recipe), each from an empty output folder
+with the trained model read from one shared cache (trained once before, not timed):
+
+- ``--jobs=1``: one recipe process at a time (what every study did before ``--jobs``);
+- the default (``--jobs`` = the number of cores);
+- ``--executor=ray`` on a 2-node Ray cluster started on this machine (``ray.cluster_utils.Cluster``, one CPU
+  per node, loopback addresses only), the latency phase on the head node;
+
+then ``prune`` alone, fine-tuned by 2 workers (``--strategy=multi_worker``), against the ``--jobs=1`` study's
+``prune`` row (target: sparsity 0.80 +- 0.01, accuracy within 1 point).
+
+Checks: the speed-up of the default over ``--jobs=1`` (target >= 1.6x), every row's size unchanged and its
+metric inside the ``--jobs=1`` row's 95% interval, and the Ray rows equal to the local ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+from tfcompress.study import bench_render as md
+from tfcompress.study import runner
+from tfcompress.study.config import from_flat
+from tfcompress.study.results import Results
+
+
+def _study(out: str, cache: str, progress, **flat) -> tuple[Results, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    results = runner.run(from_flat(output_dir=out, cache_dir=cache, **flat), progress=progress)
+    return results, time.perf_counter() - start
+
+
+def compare(reference: Results, other: Results) -> dict:
+    """Row by row: sizes equal, and the other run's metric inside the reference row's 95% interval."""
+    sizes, metrics = [], []
+    for a, b in zip(reference.rows, other.rows, strict=True):
+        if not (a.ok and b.ok):
+            sizes.append((a.recipe, a.status.value == b.status.value))
+            continue
+        sizes.append((a.recipe, a.size_bytes == b.size_bytes))
+        low, high = a.metric_ci or (a.metric, a.metric)
+        metrics.append((a.recipe, low - 1e-12 <= b.metric <= high + 1e-12))
+    return {"sizes_equal": all(ok for _, ok in sizes), "size_misses": [r for r, ok in sizes if not ok],
+            "metrics_within": all(ok for _, ok in metrics),
+            "metric_misses": [r for r, ok in metrics if not ok]}  # fmt: skip
+
+
+def _table(serial: Results, parallel: Results, on_ray: Results | None) -> dict:
+    headers = ["recipe", "size B (jobs=1)", "size B (jobs=2)", "metric (jobs=1) [95%]", "metric (jobs=2)"]
+    headers += ["size B (ray)", "metric (ray)", "built on (ray)"] if on_ray else []
+    cells = []
+    for i, a in enumerate(serial.rows):
+        b = parallel.rows[i]
+        ci = f" [{a.metric_ci[0]:.4f}, {a.metric_ci[1]:.4f}]" if a.metric_ci else ""
+        row = [f"`{a.recipe}`", str(a.size_bytes or a.status.value), str(b.size_bytes or b.status.value),
+               f"{a.metric:.4f}{ci}" if a.metric is not None else "",
+               f"{b.metric:.4f}" if b.metric is not None else ""]  # fmt: skip
+        if on_ray:
+            c = on_ray.rows[i]
+            node = (c.extras.get("built_on") or {}).get("node_id", "")[:8]
+            row += [str(c.size_bytes or c.status.value), f"{c.metric:.4f}" if c.metric is not None else "", node]
+        cells.append(row)
+    return md.table(headers, cells)
+
+
+def verdicts(t_serial: float, t_parallel: float, jobs: int, same: dict, t_ray: float | None, ray_same: dict | None,
+             nodes: int) -> list[str]:  # fmt: skip
+    """The section's acceptance lines."""
+    speedup = t_serial / t_parallel
+    lines = [
+        f"Default study, `--jobs=1` {t_serial:.0f} s, default (`--jobs={jobs}`) {t_parallel:.0f} s: {speedup:.2f}x "
+        + f"faster (target >= 1.6x): **{'yes' if speedup >= 1.6 else 'no'}**.",
+        "Every row's size unchanged: " + ("**yes**." if same["sizes_equal"] else f"**no**: {same['size_misses']}."),
+        "Every row's metric inside the `--jobs=1` row's 95% interval: "
+        + ("**yes**." if same["metrics_within"] else f"**no**: {same['metric_misses']}."),
+    ]
+    if t_ray is not None and ray_same is not None:
+        ok = ray_same["sizes_equal"] and ray_same["metrics_within"]
+        lines.append(f"`--executor=ray` on a {nodes}-node local cluster (1 CPU per node) {t_ray:.0f} s, "
+                     + f"`--executor=local` {t_parallel:.0f} s; the same rows as local: **{'yes' if ok else 'no'}**"
+                     + ("." if ok else f" (sizes: {ray_same['size_misses']}, "
+                                       + f"metrics: {ray_same['metric_misses']})."))  # fmt: skip
+    return lines
+
+
+def multi_worker_line(single, multi, wall_s: float) -> str:
+    """The multi_worker acceptance line: sparsity 0.80 +- 0.01 and accuracy within 1 point of one worker's."""
+    if not multi.ok:
+        return f"2-worker `--strategy=multi_worker` prune: {multi.status.value} ({multi.error}): **no**."
+    sparsity, gap = multi.extras["sparsity"], (multi.metric - single.metric) * 100
+    met = abs(sparsity - 0.8) <= 0.01 and abs(gap) <= 1.0
+    return (
+        "2-worker `--strategy=multi_worker` `prune` (0.8; global batch and learning rate x2): sparsity "
+        + f"{sparsity:.4f}, accuracy {multi.metric:.4f} against one worker's {single.metric:.4f} ({gap:+.2f} pt), "
+        + f"workers' weights equal: {multi.extras.get('workers_equal')}; {multi.extras.get('finetune_s', 0):.0f} s "
+        + f"of fine-tuning, {single.extras.get('finetune_s', 0):.0f} s with one worker (study {wall_s:.0f} s). "
+        + f"Target (0.80 +- 0.01, within 1 point): **{'yes' if met else 'no'}**."
+    )
+
+
+def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, list[dict]]:
+    """The section's title and blocks (see the module docstring)."""
+    folder = os.path.join(work_dir, "scale")
+    cache = os.path.join(folder, "models")
+    progress("scale: training (or reading) the default model once ...")
+    runner.run(from_flat(output_dir=os.path.join(folder, "warm"), cache_dir=cache, recipes=("fp32",), rounds=1),
+               progress=progress)  # fmt: skip
+    progress("scale: the default study with --jobs=1 ...")
+    serial, t_serial = _study(os.path.join(folder, "jobs1"), cache, progress, jobs=1)
+    progress("scale: the default study with the default --jobs ...")
+    parallel, t_parallel = _study(os.path.join(folder, "jobs"), cache, progress)
+    jobs = from_flat().run.parallel_jobs
+    same = compare(serial, parallel)
+    from tfcompress.study.ray_executor import local_cluster
+
+    with local_cluster(nodes=2) as addresses:
+        progress(f"scale: the default study with --executor=ray on a 2-node local cluster ({addresses}) ...")
+        on_ray, t_ray = _study(os.path.join(folder, "ray"), cache, progress, executor="ray")
+    ray_same = compare(parallel, on_ray)
+    progress("scale: prune (0.8) fine-tuned by 2 workers (--strategy=multi_worker) ...")
+    multi, t_multi = _study(os.path.join(folder, "multi_worker"), cache, progress, recipes=("prune",),
+                            strategy="multi_worker", workers=2)  # fmt: skip
+    lines = verdicts(t_serial, t_parallel, jobs, same, t_ray, ray_same, len(addresses))
+    lines.append(multi_worker_line({r.recipe: r for r in serial.rows}["prune"], multi.rows[-1], t_multi))
+    blocks = [
+        md.p(
+            "The default study (cnn on mnist5k, every default recipe, 8 latency rounds) three times from an empty "
+            + "output folder, its trained model read from one cache (trained once before; not timed). Each wall "
+            + "time is the whole study: building and scoring the rows, then the latency phase, alone."
+        ),  # fmt: skip
+        md.bullets(lines),
+        _table(serial, parallel, on_ray),
+    ]
+    return "Scaling out: --jobs and --executor=ray", blocks
