@@ -24,6 +24,7 @@ def test_a_strategy_is_part_of_training_rows_keys_only():
     assert from_flat(strategy="mirrored").run.strategy_key() == {"strategy": "mirrored", "workers": 1}
 
 
+@pytest.mark.slow  # a study with 2-worker fine-tunes, about a minute: make test-slow and make bench run it
 def test_two_workers_prune_to_the_target_with_equal_weights_and_qat_converts_to_int8(tmp_path):
     config = from_flat(output_dir=str(tmp_path), dataset="digits", epochs=1, finetune_epochs=1, num_runs=3, rounds=1,
                        min_time_s=0.0, warmup_runs=0, recipes=("prune:0.8", "qat"), strategy="multi_worker",

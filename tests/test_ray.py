@@ -34,6 +34,7 @@ def cluster():
         pytest.fail(str(e))
 
 
+@pytest.mark.slow  # two studies and a cluster start, about 2 minutes: make test-slow and make bench run it
 def test_a_two_node_ray_cluster_gives_the_rows_of_a_local_run_with_each_rows_node(cluster, tmp_path):
     local = run(_config(tmp_path / "local", jobs=1))
     on_ray = run(_config(tmp_path / "ray", executor="ray"))
