@@ -74,21 +74,25 @@ def _rows(out):
     ]
 
 
-def test_sigkill_mid_study_then_resume_gives_the_rows_of_an_uninterrupted_run(tmp_path):
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(_study_command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+def _wait_for_two_rows(proc, out):
+    """Waits until the study process has written two finished rows (or fails the test after 240 s)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
             if len(json.loads((out / "results.json").read_text())["rows"]) >= 2:
-                break
+                return
         except (FileNotFoundError, json.JSONDecodeError):
             pass  # not written yet (a partial file is never visible: writes are atomic)
         time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the study never finished two rows")
+    proc.kill()
+    pytest.fail("the study never finished two rows")
+
+
+def test_sigkill_mid_study_then_resume_gives_the_rows_of_an_uninterrupted_run(tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_study_command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    _wait_for_two_rows(proc, out)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = _rows(out)  # still valid JSON, holding every finished row
@@ -148,17 +152,7 @@ def test_ctrl_c_writes_the_report_of_the_finished_rows_and_leaves_no_process(tmp
                + "q_dynamic_int8,q_int8", f"--output_dir={out}"]  # fmt: skip
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            if len(json.loads((out / "results.json").read_text())["rows"]) >= 2:
-                break
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the study never finished two rows")
+    _wait_for_two_rows(proc, out)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]

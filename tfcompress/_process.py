@@ -57,9 +57,14 @@ def quiet_stderr(noise: re.Pattern):
                     sys.stderr.write(line)
 
 
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def job_cpus() -> int:
     """The CPUs this job may use: its share when a study runs several at once (TFCOMPRESS_JOB_CPUS), else all."""
     try:
         return max(1, int(os.environ["TFCOMPRESS_JOB_CPUS"]))
     except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return usable_cpus()

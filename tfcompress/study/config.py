@@ -19,6 +19,7 @@ from typing import Any
 from tfcompress import data as data_lib
 from tfcompress import recipes as recipes_lib
 from tfcompress import tasks
+from tfcompress._process import usable_cpus
 from tfcompress.fields import spread
 from tfcompress.measure.latency import RUNTIMES
 from tfcompress.recipes import pipeline as pipeline_lib
@@ -170,7 +171,7 @@ class RunOptions:
         """``jobs``, or the number of CPU cores this process may use."""
         if self.jobs is not None:
             return self.jobs
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return usable_cpus()
 
     @property
     def models_dir(self) -> str:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from tfcompress._process import describe_exit, die_with_parent
+from tfcompress._process import describe_exit, die_with_parent, usable_cpus
 from tfcompress.recipes.pipeline import Pipeline, parse
 from tfcompress.study import job as job_lib
 from tfcompress.study.cache import TransformCache
@@ -177,7 +177,7 @@ def job_env(width: int, cpus: int | None = None) -> dict[str, str]:
     elif os.environ.get("TFCOMPRESS_JOB_CPUS", "").isdigit():  # set by the user (or a parent study): kept
         share = os.environ["TFCOMPRESS_JOB_CPUS"]
     else:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = usable_cpus()
         share = str(max(1, cpus // width))
     return {**os.environ, "TFCOMPRESS_JOB_CPUS": share, "TF_NUM_INTRAOP_THREADS": share,
             "TF_NUM_INTEROP_THREADS": share if width == 1 else "1", "OMP_NUM_THREADS": share}  # fmt: skip

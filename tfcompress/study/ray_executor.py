@@ -35,6 +35,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 
+from tfcompress._process import usable_cpus
 from tfcompress.study import executor as ex
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row
@@ -107,7 +108,7 @@ class RayExecutor(ex.Executor):
                     ray.init(address=address, log_to_driver=False)
                 else:  # embedded: this machine's cores, the latency node's resource, and this code on the workers
                     env = {"env_vars": {"PYTHONPATH": _package_root()}}
-                    ray.init(num_cpus=_local_cpus(), resources={LATENCY_RESOURCE: 1}, include_dashboard=False,
+                    ray.init(num_cpus=usable_cpus(), resources={LATENCY_RESOURCE: 1}, include_dashboard=False,
                              log_to_driver=False, runtime_env=env)  # fmt: skip
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise StudyError(f"Cannot start or join Ray at {address or 'an embedded instance'!r}: {e}; "
@@ -118,11 +119,6 @@ class RayExecutor(ex.Executor):
                              + "latency phase runs on; start one node with --resources='{\"" + LATENCY_RESOURCE
                              + "\": 1}'.")  # fmt: skip
         self.cpus = max(1, int(config.run.cpus_per_job or 1))
-
-    def nodes(self) -> list[dict]:
-        """The cluster's live nodes: address and resources (what a test checks for loopback)."""
-        alive = [n for n in self.ray.nodes() if n["Alive"]]
-        return [{"address": n["NodeManagerAddress"], "resources": n["Resources"]} for n in alive]
 
     def run(self, jobs: Sequence[ex.Job], reference: ex.Reference, started: ex.Started = None) -> Iterator[ex.Outcome]:
         import tempfile
@@ -229,10 +225,6 @@ def _package_root() -> str:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(tfcompress.__file__)))
     return os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-
-
-def _local_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _first_line(e: Exception) -> str:
