@@ -119,6 +119,38 @@ def test_prefix_dependencies_make_a_job_wait_for_the_one_that_builds_its_transfo
     assert prefix_dependencies(jobs) == {3: 1, 4: 3, 5: 4}  # the last earlier job sharing the longest prefix
 
 
+def test_the_scheduler_keeps_to_its_width_and_order_and_stops_what_runs_when_left():
+    from tfcompress import recipes
+    from tfcompress.study.executor import Job, scheduled
+
+    specs = ["prune:0.5>int8", "int8", "prune:0.5>dynamic_range", "dynamic_range", "float16"]
+    jobs = [Job(i, recipes.parse(s), None) for i, s in enumerate(specs)]
+    log, stopped = [], []
+
+    def start(job):
+        log.append(("start", job.index))
+        return f"handle-{job.index}"
+
+    def wait_any(handles):  # the newest running job ends first
+        assert 1 <= len(handles) <= 2
+        return max(handles)
+
+    done = []
+    for job, handle in scheduled(jobs, start, wait_any, stopped.append, width=2):
+        assert handle == f"handle-{job.index}"
+        done.append(job.index)
+        log.append(("end", job.index))
+    assert done == [1, 3, 4, 0, 2] and not stopped
+    # job 2 reuses job 0's pruned model: it starts only after job 0 ended, and job 3 went ahead of it meanwhile
+    assert log.index(("start", 2)) > log.index(("end", 0)) and log.index(("start", 3)) < log.index(("start", 2))
+
+    stopped.clear()
+    loop = scheduled(jobs, start, wait_any, stopped.append, width=2)
+    next(loop)  # the caller stops after the first row (--fail_fast): what is still running is stopped
+    loop.close()
+    assert stopped == ["handle-0"]
+
+
 def test_concurrent_jobs_give_the_rows_of_a_serial_run_and_overlap(tmp_path, monkeypatch):
     monkeypatch.setenv("TFCOMPRESS_JOB_CPUS", "1")  # the same threads per job in both runs, so the same numbers
     recipes = ("prune:0.5>int8", "int8", "prune:0.5>dynamic_range", "abort_for_test", "dynamic_range")

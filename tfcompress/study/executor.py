@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from tfcompress._process import describe_exit, die_with_parent, usable_cpus
 from tfcompress.recipes.pipeline import Pipeline, parse
@@ -58,6 +59,7 @@ class Outcome:
 
 
 Started = Callable[[Job], None] | None
+H = TypeVar("H")  # an executor's handle on a running job
 
 
 class Executor(abc.ABC):
@@ -114,36 +116,62 @@ class IsolatedExecutor(Executor):
         self.jobs = jobs
 
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
-        reference_path = None
-        if not reference.empty:  # the children read the baseline's per-example outputs from a file
-            fd, reference_path = tempfile.mkstemp(prefix="reference-", suffix=".npz", dir=self.work_dir)
-            os.close(fd)
-            reference.save(reference_path)
-        width = max(1, min(self.jobs, len(jobs)))
-        env = job_env(width)
-        after = prefix_dependencies(jobs)
-        pending, running, finished = list(jobs), {}, set()
-        try:
-            while pending or running:
-                for job in list(pending):
-                    if len(running) >= width:
-                        break
-                    if after.get(job.index) is not None and after[job.index] not in finished:
-                        continue  # its transform prefix is being built by an earlier job
-                    pending.remove(job)
-                    if started:
-                        started(job)
-                    running[job.index] = (job, start_isolated(
-                        self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir, reference_path,
-                        self.config.run.recipe_timeout_s, self.inputs, env))  # fmt: skip
-                done = _wait_any(running)
-                job, child = running.pop(done)
-                finished.add(done)
-                row, outputs_path = finish_isolated(child)
-                yield Outcome(job, row, Reference.load(outputs_path) if outputs_path else Reference())
-        finally:  # Ctrl-C, or the caller stopped early (--fail_fast): take the running children down
-            for _, child in running.values():
-                child.kill()
+        reference_path = save_reference(reference, self.work_dir)
+        env = job_env(max(1, min(self.jobs, len(jobs))))
+
+        def start(job: Job) -> Child:
+            return start_isolated(self.config.to_dict(), job.pipeline.name, job.skeleton, self.work_dir,
+                                  reference_path, self.config.run.recipe_timeout_s, self.inputs, env)  # fmt: skip
+
+        for job, child in scheduled(jobs, start, _wait_any, Child.kill, width=self.jobs, started=started):
+            row, outputs_path = finish_isolated(child)
+            yield Outcome(job, row, Reference.load(outputs_path) if outputs_path else Reference())
+
+
+def save_reference(reference: Reference, work_dir: str) -> str | None:
+    """Where the children read the baseline's per-example outputs from (a file in ``work_dir``); None if empty."""
+    if reference.empty:
+        return None
+    fd, path = tempfile.mkstemp(prefix="reference-", suffix=".npz", dir=work_dir)
+    os.close(fd)
+    reference.save(path)
+    return path
+
+
+def scheduled(
+    jobs: Sequence[Job],
+    start: Callable[[Job], H],
+    wait_any: Callable[[dict[int, H]], int],
+    stop: Callable[[H], object],
+    width: int | None = None,
+    started: Started = None,
+) -> Iterator[tuple[Job, H]]:
+    """Runs jobs through an executor's ``start``, up to ``width`` at once (None: no limit); yields each as it ends.
+
+    A job that reuses an earlier job's transform prefix (prefix_dependencies) starts only once that job has
+    ended. ``wait_any`` takes the running jobs' handles by job index and returns the index of one that has
+    ended, waiting as needed; ``stop`` takes down a handle still running when the loop is left early (Ctrl-C,
+    or the caller stopped: --fail_fast).
+    """
+    after = prefix_dependencies(jobs)
+    pending, running, finished = list(jobs), {}, set()
+    try:
+        while pending or running:
+            for job in list(pending):
+                if width is not None and len(running) >= width:
+                    break
+                if after.get(job.index) is not None and after[job.index] not in finished:
+                    continue  # its transform prefix is being built by an earlier job
+                pending.remove(job)
+                if started:
+                    started(job)
+                running[job.index] = (job, start(job))
+            done = wait_any({index: handle for index, (_, handle) in running.items()})
+            finished.add(done)
+            yield running.pop(done)
+    finally:
+        for _, handle in running.values():
+            stop(handle)
 
 
 def prefix_dependencies(jobs: Sequence[Job]) -> dict[int, int]:
@@ -183,10 +211,10 @@ def job_env(width: int, cpus: int | None = None) -> dict[str, str]:
             "TF_NUM_INTEROP_THREADS": share if width == 1 else "1", "OMP_NUM_THREADS": share}  # fmt: skip
 
 
-def _wait_any(running: dict) -> int:
-    """The index of a running job whose child has ended (or run past its time-out), waiting as needed."""
+def _wait_any(children: dict[int, Child]) -> int:
+    """The index of a child that has ended (or run past its time-out), waiting as needed."""
     while True:
-        for index, (_, child) in running.items():
+        for index, child in children.items():
             if child.ended():
                 return index
         time.sleep(0.05)

@@ -121,37 +121,26 @@ class RayExecutor(ex.Executor):
         self.cpus = max(1, int(config.run.cpus_per_job or 1))
 
     def run(self, jobs: Sequence[ex.Job], reference: ex.Reference, started: ex.Started = None) -> Iterator[ex.Outcome]:
-        import tempfile
-
         ray = self.ray
-        reference_path = None
-        if not reference.empty:
-            fd, reference_path = tempfile.mkstemp(prefix="reference-", suffix=".npz", dir=self.work_dir)
-            os.close(fd)
-            reference.save(reference_path)
+        reference_path = ex.save_reference(reference, self.work_dir)
         task = ray.remote(num_cpus=self.cpus, max_calls=1, max_retries=0)(_run_job)
-        after = ex.prefix_dependencies(jobs)
-        pending, running, finished = list(jobs), {}, set()
-        try:
-            while pending or running:
-                for job in list(pending):
-                    if after.get(job.index) is not None and after[job.index] not in finished:
-                        continue
-                    pending.remove(job)
-                    if started:
-                        started(job)
-                    cpus = self.cpus * (self.config.run.workers if self._multi_worker(job) else 1)
-                    args = (self.config.to_dict(), job.pipeline.name, job.skeleton.to_dict(), self.work_dir,
-                            reference_path, self.config.run.recipe_timeout_s, self.inputs, self.cpus)  # fmt: skip
-                    ref = task.options(num_cpus=cpus).remote(*args)
-                    running[ref] = job
-                ready, _ = ray.wait(list(running), num_returns=1)
-                job = running.pop(ready[0])
-                finished.add(job.index)
-                yield self._outcome(job, ready[0])
-        finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
+
+        def start(job: ex.Job):
+            cpus = self.cpus * (self.config.run.workers if self._multi_worker(job) else 1)
+            args = (self.config.to_dict(), job.pipeline.name, job.skeleton.to_dict(), self.work_dir,
+                    reference_path, self.config.run.recipe_timeout_s, self.inputs, self.cpus)  # fmt: skip
+            return task.options(num_cpus=cpus).remote(*args)
+
+        def wait_any(refs: dict) -> int:
+            ready, _ = ray.wait(list(refs.values()), num_returns=1)
+            return next(index for index, ref in refs.items() if ref == ready[0])
+
+        def stop(ref) -> None:
+            ray.cancel(ref, force=True)
+
+        # Ray's scheduler holds back what the cluster's CPUs cannot take yet: every job is submitted at once
+        for job, ref in ex.scheduled(jobs, start, wait_any, stop, started=started):
+            yield self._outcome(job, ref)
 
     def _multi_worker(self, job: ex.Job) -> bool:
         """Whether the job fine-tunes with --strategy=multi_worker: its workers run beside it, on its node."""
