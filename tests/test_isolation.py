@@ -111,17 +111,20 @@ def test_sigkill_mid_study_then_resume_gives_the_rows_of_an_uninterrupted_run(tm
 
 def test_prefix_dependencies_make_a_job_wait_for_the_one_that_builds_its_transform():
     from tfcompress import recipes
-    from tfcompress.study.executor import Job, prefix_dependencies
+    from tfcompress.study.executor import Job
+    from tfcompress.study.schedule import prefix_dependencies
 
     specs = ["fp32", "prune:0.5>int8", "int8", "prune:0.5>dynamic_range", "prune:0.5>cluster:8>int8",
              "prune:0.5>cluster:8>dynamic_range", "prune:0.8>int8"]  # fmt: skip
     jobs = [Job(i, recipes.parse(s), None) for i, s in enumerate(specs)]
-    assert prefix_dependencies(jobs) == {3: 1, 4: 3, 5: 4}  # the last earlier job sharing the longest prefix
+    # the first earlier job sharing the longest prefix: the one that builds it (job 4 need not wait for job 3)
+    assert prefix_dependencies(jobs) == {3: 1, 4: 1, 5: 4}
 
 
 def test_the_scheduler_keeps_to_its_width_and_order_and_stops_what_runs_when_left():
     from tfcompress import recipes
-    from tfcompress.study.executor import Job, scheduled
+    from tfcompress.study.executor import Job
+    from tfcompress.study.schedule import scheduled
 
     specs = ["prune:0.5>int8", "int8", "prune:0.5>dynamic_range", "dynamic_range", "float16"]
     jobs = [Job(i, recipes.parse(s), None) for i, s in enumerate(specs)]
@@ -149,6 +152,18 @@ def test_the_scheduler_keeps_to_its_width_and_order_and_stops_what_runs_when_lef
     next(loop)  # the caller stops after the first row (--fail_fast): what is still running is stopped
     loop.close()
     assert stopped == ["handle-0"]
+
+    # Two at a time, the job with the most fine-tuning starts first, wherever it stands in the study ...
+    specs = ["int8", "dynamic_range", "prune:0.5", "prune:0.5>cluster:8>int8", "float16"]
+    jobs = [Job(i, recipes.parse(s), None) for i, s in enumerate(specs)]
+    log.clear()
+    list(scheduled(jobs, start, wait_any, stopped.append, width=2))
+    starts = [i for what, i in log if what == "start"]
+    assert starts[:2] == [2, 0] and starts.index(3) == 2  # job 3 waits for the pruning of job 2, then goes next
+    # ... and one at a time keeps the study's order.
+    log.clear()
+    list(scheduled(jobs, start, wait_any, stopped.append, width=1))
+    assert [i for what, i in log if what == "start"] == [0, 1, 2, 3, 4]
 
 
 def test_concurrent_jobs_give_the_rows_of_a_serial_run_and_overlap(tmp_path, monkeypatch):

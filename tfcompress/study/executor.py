@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
 
 from tfcompress._process import describe_exit, die_with_parent, usable_cpus
 from tfcompress.recipes.pipeline import Pipeline, parse
@@ -38,6 +37,7 @@ from tfcompress.study.cache import TransformCache
 from tfcompress.study.config import StudyConfig
 from tfcompress.study.job import Reference
 from tfcompress.study.results import Row, Status, write_atomic
+from tfcompress.study.schedule import scheduled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,6 @@ class Outcome:
 
 
 Started = Callable[[Job], None] | None
-H = TypeVar("H")  # an executor's handle on a running job
 
 
 class Executor(abc.ABC):
@@ -136,63 +135,6 @@ def save_reference(reference: Reference, work_dir: str) -> str | None:
     os.close(fd)
     reference.save(path)
     return path
-
-
-def scheduled(
-    jobs: Sequence[Job],
-    start: Callable[[Job], H],
-    wait_any: Callable[[dict[int, H]], int],
-    stop: Callable[[H], object],
-    width: int | None = None,
-    started: Started = None,
-) -> Iterator[tuple[Job, H]]:
-    """Runs jobs through an executor's ``start``, up to ``width`` at once (None: no limit); yields each as it ends.
-
-    A job that reuses an earlier job's transform prefix (prefix_dependencies) starts only once that job has
-    ended. ``wait_any`` takes the running jobs' handles by job index and returns the index of one that has
-    ended, waiting as needed; ``stop`` takes down a handle still running when the loop is left early (Ctrl-C,
-    or the caller stopped: --fail_fast).
-    """
-    after = prefix_dependencies(jobs)
-    pending, running, finished = list(jobs), {}, set()
-    try:
-        while pending or running:
-            for job in list(pending):
-                if width is not None and len(running) >= width:
-                    break
-                if after.get(job.index) is not None and after[job.index] not in finished:
-                    continue  # its transform prefix is being built by an earlier job
-                pending.remove(job)
-                if started:
-                    started(job)
-                running[job.index] = (job, start(job))
-            done = wait_any({index: handle for index, (_, handle) in running.items()})
-            finished.add(done)
-            yield running.pop(done)
-    finally:
-        for _, handle in running.values():
-            stop(handle)
-
-
-def prefix_dependencies(jobs: Sequence[Job]) -> dict[int, int]:
-    """Job index -> the index of the earlier job it must wait for: the last one sharing its longest transform prefix.
-
-    Jobs without transforms, or whose first transform no earlier job runs, wait for nobody.
-    """
-    after: dict[int, int] = {}
-    for j, job in enumerate(jobs):
-        mine = [s.key() for s in job.pipeline.transforms]
-        best, shared = None, 0
-        for earlier in jobs[:j]:
-            theirs = [s.key() for s in earlier.pipeline.transforms]
-            n = 0
-            while n < min(len(mine), len(theirs)) and mine[n] == theirs[n]:
-                n += 1
-            if n and n >= shared:
-                best, shared = earlier.index, n
-        if best is not None:
-            after[job.index] = best
-    return after
 
 
 def job_env(width: int, cpus: int | None = None) -> dict[str, str]:

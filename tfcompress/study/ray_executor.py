@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 
 from tfcompress._process import usable_cpus
 from tfcompress.study import executor as ex
+from tfcompress.study.schedule import scheduled
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row
 
@@ -139,7 +140,7 @@ class RayExecutor(ex.Executor):
             ray.cancel(ref, force=True)
 
         # Ray's scheduler holds back what the cluster's CPUs cannot take yet: every job is submitted at once
-        for job, ref in ex.scheduled(jobs, start, wait_any, stop, started=started):
+        for job, ref in scheduled(jobs, start, wait_any, stop, started=started):
             yield self._outcome(job, ref)
 
     def _multi_worker(self, job: ex.Job) -> bool:
