@@ -37,9 +37,9 @@ from collections.abc import Iterator, Sequence
 
 from tfcompress._process import usable_cpus
 from tfcompress.study import executor as ex
-from tfcompress.study.schedule import scheduled
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.results import Row
+from tfcompress.study.schedule import scheduled
 
 LATENCY_RESOURCE = "tfcompress_latency"
 
