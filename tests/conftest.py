@@ -91,3 +91,22 @@ w._measure = measure
 sys.exit(w.main(sys.argv))
 """)
     monkeypatch.setattr(latency, "_WORKER", script)
+
+
+def wait_for_rows(proc, out, rows: int = 2, timeout_s: float = 240) -> None:
+    """Waits until the study process has written ``rows`` finished rows to OUT/results.json, or fails the test."""
+    import json
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads((out / "results.json").read_text())["rows"]) >= rows:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass  # not written yet (a partial file is never visible: writes are atomic)
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the study never finished {rows} rows")

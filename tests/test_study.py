@@ -354,3 +354,22 @@ def test_every_value_that_is_not_finite_is_nulled_and_named():
     json.dumps(row.to_dict(), allow_nan=False)
     before = row.error
     assert fail_non_finite(row).error == before  # a second pass finds nothing
+
+
+def test_the_estimate_of_the_time_left_weighs_the_rows_by_their_fine_tuning(tmp_path):
+    import time
+
+    from tfcompress import recipes
+    from tfcompress.study.executor import Job, Outcome
+    from tfcompress.study.results import Results, Row
+    from tfcompress.study.runner import _Loop
+    from tfcompress.study.schedule import expected_costs
+
+    jobs = [Job(i, recipes.parse(s), None) for i, s in enumerate(["int8", "prune:0.5>cluster:8>int8", "float16"])]
+    costs = expected_costs(jobs)
+    assert costs == {0: 1, 1: 7, 2: 1}  # three epochs per transform, plus the conversion
+    lines = []
+    loop = _Loop(_config(tmp_path), Results({}, {}, []), str(tmp_path / "results.json"), 3, lines.append, costs)
+    loop.began = time.monotonic() - 70  # the long row took 70 s: 10 s per unit, and 2 units are left
+    loop.record(Outcome(jobs[1], Row(task="classification", model="cnn", recipe=jobs[1].pipeline.name)))
+    assert "1 of 3 rows done, 1:10 elapsed, about 0:20 left before the latency phase" in lines[-1]

@@ -114,6 +114,11 @@ class IsolatedExecutor(Executor):
         self.inputs = inputs or {}
         self.jobs = jobs
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether jobs run side by side (the study then runs its baseline beside the others)."""
+        return self.jobs > 1
+
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
         reference_path = save_reference(reference, self.work_dir)
         env = job_env(max(1, min(self.jobs, len(jobs))))

@@ -33,52 +33,12 @@ from tfcompress.recipes.pipeline import Pipeline
 from tfcompress.recipes.training import StopIfWorse
 from tfcompress.study.cache import ModelCache, inside
 from tfcompress.study.config import StudyConfig, StudyError
+from tfcompress.study.reference import Reference, compare, fill_intervals  # noqa: F401  (compare: job_lib's API)
 from tfcompress.study.results import Row, Status, fail_non_finite, write_atomic
 from tfcompress.tasks.base import fingerprint
 
 _FLAVOURS = {"tf_keras": "tf_keras", "keras3": "Keras 3", "saved_model": "a SavedModel exported without layers",
              "tflite": "an fp32 .tflite file"}  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # arrays do not compare as one value
-class Reference:
-    """A row's per-example outputs on the test split; the fp32 row's are what the other rows compare with.
-
-    Attributes:
-      top1: top-1 predictions, for agreement (None where they have no meaning).
-      examples: the metric's per-example contributions, for the paired bootstrap of the difference.
-    """
-
-    top1: np.ndarray | None = None
-    examples: tasks.Examples | None = None
-
-    @classmethod
-    def of(cls, score: tasks.Score) -> Reference:
-        return cls(score.predictions, score.examples)
-
-    @property
-    def empty(self) -> bool:
-        return self.top1 is None and self.examples is None
-
-    def save(self, path: str) -> None:
-        """Writes an .npz (atomically) that ``load`` reads back, for another process."""
-        arrays = {} if self.top1 is None else {"top1": self.top1}
-        if self.examples is not None:
-            arrays["examples_count"] = np.asarray(self.examples.count)
-            arrays |= {f"examples.{name}": array for name, array in self.examples.arrays.items()}
-        with open(path + ".tmp", "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(path + ".tmp", path)
-
-    @classmethod
-    def load(cls, path: str) -> Reference:
-        with np.load(path, allow_pickle=False) as f:
-            top1 = f["top1"] if "top1" in f.files else None
-            examples = None
-            if "examples_count" in f.files:
-                arrays = {k.removeprefix("examples."): f[k] for k in f.files if k.startswith("examples.")}
-                examples = tasks.Examples(int(f["examples_count"]), arrays)
-        return cls(top1, examples)
 
 
 @dataclasses.dataclass
@@ -320,11 +280,7 @@ def measure_row(row: Row, tflite: bytes, path: str, dataset, reference: Referenc
             row.agreement = accuracy(score.predictions, reference.top1)
     if score.examples is not None:
         row.extras["_examples"] = score.examples  # dropped before saving; fp32's feed the paired bootstrap
-        intervals = task.intervals(score.examples, reference.examples, seed=config.seed)
-        row.metric_ci = None if intervals.metric is None else intervals.metric.to_list()
-        if intervals.delta is not None:
-            row.metric_delta_ci = intervals.delta.to_list()
-            row.delta_within_noise = intervals.delta.contains(0.0)
+        fill_intervals(row, task, score.examples, reference.examples, config.seed)
 
 
 def skeleton(config: StudyConfig, prepared: Prepared, pipeline: Pipeline) -> Row:

@@ -120,6 +120,7 @@ class RayExecutor(ex.Executor):
                              + "latency phase runs on; start one node with --resources='{\"" + LATENCY_RESOURCE
                              + "\": 1}'.")  # fmt: skip
         self.cpus = max(1, int(config.run.cpus_per_job or 1))
+        self.concurrent = True  # jobs run side by side: the study runs its baseline beside the others
 
     def run(self, jobs: Sequence[ex.Job], reference: ex.Reference, started: ex.Started = None) -> Iterator[ex.Outcome]:
         ray = self.ray

@@ -7,7 +7,10 @@ can call it too, with its own model and data objects, or use the pieces
 The loop: prepare the model and data once, keep the rows a resumed run may
 keep, run the fp32 baseline, then hand every other recipe to the executor
 (tfcompress.study.executor) and write results.json atomically after each
-finished row. Then the table, CSV, report and plots.
+finished row. An executor that runs jobs side by side (``--jobs`` > 1, Ray)
+gets the baseline with the others, and the loop compares each row with it
+(tfcompress.study.reference). Then the latency phase, the table, CSV,
+report and plots.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from tfcompress.models import predict_logits
 from tfcompress.study import job as job_lib
 from tfcompress.study import report as report_lib
 from tfcompress.study import results as results_lib
-from tfcompress.study import timing
+from tfcompress.study import schedule, timing
 from tfcompress.study.cache import prepare_output_dir
 from tfcompress.study.config import StudyConfig, StudyError
 from tfcompress.study.environment import environment
 from tfcompress.study.executor import Executor, InProcessExecutor, IsolatedExecutor, Job, Outcome, Reference
+from tfcompress.study.reference import compare
 from tfcompress.study.results import Results, Row, Status
 
 
@@ -82,7 +86,7 @@ def run(
     results_path = os.path.join(config.output_dir, "results.json")
     jobs = [Job(i, p, job_lib.skeleton(config, prepared, p)) for i, p in enumerate(pipelines)]
     finished = _finished_rows(config, basis_key, results_path, progress) if config.run.resume else {}
-    loop = _Loop(config, results, results_path, len(jobs), progress)
+    loop = _Loop(config, results, results_path, len(jobs), progress, schedule.expected_costs(jobs))
     work_dir = tempfile.mkdtemp(prefix=".work-", dir=config.output_dir)
     own = executor is None
     try:
@@ -101,13 +105,14 @@ def run(
                 if done is not None:
                     progress(f"{job.pipeline.name}: its settings changed since the earlier run; running it again.")
                 todo.append(job)
+        if getattr(executor, "concurrent", False):  # the baseline beside the others, which are compared with it here
+            _run_with_the_baseline(executor, todo, reference, loop, prepared, config, progress)
+            todo = []
         if todo and todo[0].pipeline.name == recipes_lib.BASELINE:
             baseline = next(iter(executor.run(todo[:1], reference, loop.started)))
-            _add_keras_metric(baseline.row, prepared, config.task, progress)
-            loop.record(baseline)
-            _check_baseline(baseline.row, prepared.dataset, config.task, progress)
+            _record_baseline(baseline, loop, prepared, config, progress)
             reference, todo = baseline.outputs, todo[1:]
-        if not loop.stopped:
+        if todo and not loop.stopped:
             for outcome in executor.run(todo, reference, loop.started):
                 loop.record(outcome)
                 if loop.stopped:
@@ -126,6 +131,36 @@ def run(
         shutil.rmtree(work_dir, ignore_errors=True)
     report_lib.write_all(results, config.output_dir)
     return results
+
+
+def _record_baseline(baseline: Outcome, loop: _Loop, prepared, config: StudyConfig, progress) -> None:
+    _add_keras_metric(baseline.row, prepared, config.task, progress)
+    loop.record(baseline)
+    _check_baseline(baseline.row, prepared.dataset, config.task, progress)
+
+
+def _run_with_the_baseline(executor: Executor, todo: list[Job], reference: Reference, loop: _Loop, prepared,
+                           config: StudyConfig, progress) -> None:  # fmt: skip
+    """Runs every job at once, the fp32 baseline among them; the other rows are compared with it here (compare).
+
+    A row that ends before the baseline waits for it, so results.json never holds a row without its agreement.
+    """
+    waiting = bool(todo) and todo[0].pipeline.name == recipes_lib.BASELINE
+    held: list[Outcome] = []
+    for outcome in executor.run(todo, reference, loop.started):
+        if waiting and outcome.job.index == todo[0].index:
+            _record_baseline(outcome, loop, prepared, config, progress)
+            reference, ready, held, waiting = outcome.outputs, held, [], False
+        elif waiting:
+            held.append(outcome)
+            continue
+        else:
+            ready = [outcome]
+        for other in ready:
+            compare(other.row, other.outputs, reference, config.task, config.seed)
+            loop.record(other)
+        if loop.stopped:
+            return
 
 
 def _executor(config: StudyConfig, prepared, work_dir: str, model, dataset) -> Executor:
@@ -210,23 +245,29 @@ def _check_baseline(row: Row, dataset, task_name: str, progress) -> None:
 class _Loop:
     """The study's bookkeeping: rows in study order, results.json after each, progress, --fail_fast."""
 
-    def __init__(self, config: StudyConfig, results: Results, path: str, total: int, progress):
+    def __init__(self, config: StudyConfig, results: Results, path: str, total: int, progress, costs: dict[int, int]):
         self.config, self.results, self.path, self.total, self.progress = config, results, path, total, progress
+        self.costs = costs  # job index -> its expected cost (schedule.expected_costs), for the estimate of the rest
         self.index: dict[int, Row] = {}
         self.stopped = False
         self.began = time.monotonic()
-        self.ran = 0  # rows finished by this run (not kept from an earlier one), for the estimate of the rest
+        self.ran = 0  # the cost of the rows finished by this run (not kept from an earlier one)
 
     def started(self, job: Job) -> None:
         what = "fine-tuning" if job.pipeline.transforms else "converting"
         self.progress(f"[{job.index + 1}/{self.total}] {job.pipeline.name}: {what} ...")
 
     def eta(self) -> str:
-        """'12 of 19 rows done, 3:05 elapsed, about 1:40 left' (the rest at this run's pace so far)."""
+        """'12 of 19 rows done, 3:05 elapsed, about 1:40 left' (the rest at this run's pace so far).
+
+        The pace is per unit of expected cost, so a run that did its fine-tunings first does not expect the
+        conversions left to take as long.
+        """
         done, elapsed = len(self.index), time.monotonic() - self.began
         text = f"{done} of {self.total} rows done, {_clock(elapsed)} elapsed"
         if self.ran and done < self.total:
-            text += f", about {_clock(elapsed / self.ran * (self.total - done))} left before the latency phase"
+            left = sum(c for i, c in self.costs.items() if i not in self.index)
+            text += f", about {_clock(elapsed / self.ran * left)} left before the latency phase"
         return text
 
     def record(self, outcome: Outcome, kept: bool = False) -> None:
@@ -236,7 +277,7 @@ class _Loop:
         self.results.rows = [self.index[i] for i in sorted(self.index)]
         if not kept:
             results_lib.save(self.results, self.path)
-        self.ran += not kept
+        self.ran += 0 if kept else self.costs.get(outcome.job.index, 1)
         suffix = " [kept from the earlier run]" if kept else f" ({self.eta()})"
         self.progress(progress_line(outcome.job.index + 1, self.total, outcome.row) + suffix)
         if self.config.run.fail_fast and outcome.row.status is Status.FAILED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
+from tfcompress.recipes.base import BASELINE
 from tfcompress.recipes.pipeline import Pipeline
 
 
@@ -33,7 +34,8 @@ def scheduled(
 ) -> Iterator[tuple[J, H]]:
     """Runs jobs through an executor's ``start``, up to ``width`` at once (None: no limit); yields each as it ends.
 
-    With more than one at a time, the jobs with the most fine-tuning start first (expected_cost). A job
+    With more than one at a time, the fp32 baseline (the reference of the others' comparisons) starts
+    first, then the jobs with the most fine-tuning (expected_cost). A job
     that reuses an earlier job's transform prefix (prefix_dependencies) starts only once that job has
     ended. ``wait_any`` takes the running jobs' handles by job index and returns the index of one that
     has ended, waiting as needed; ``stop`` takes down a handle still running when the loop is left early
@@ -42,8 +44,8 @@ def scheduled(
     after = prefix_dependencies(jobs)
     pending, running, finished = list(jobs), {}, set()
     if width is None or width > 1:  # longest first; one at a time keeps the study's order
-        by_index = {job.index: job for job in jobs}
-        pending.sort(key=lambda job: (-expected_cost(job, by_index.get(after.get(job.index, -1))), job.index))
+        costs = expected_costs(jobs)
+        pending.sort(key=lambda job: (job.pipeline.name != BASELINE, -costs[job.index], job.index))
     try:
         while pending or running:
             for job in list(pending):
@@ -98,3 +100,9 @@ def expected_cost(job: J, built: J | None = None) -> int:
     """
     own = job.pipeline.transforms[_shared_stages(job, built) if built is not None else 0 :]
     return 1 + sum(int(getattr(s.params, "finetune_epochs", 1) or 1) for s in own)
+
+
+def expected_costs(jobs: Sequence[J]) -> dict[int, int]:
+    """Job index -> expected_cost, each job against the one whose prefix it reuses."""
+    after, by_index = prefix_dependencies(jobs), {job.index: job for job in jobs}
+    return {job.index: expected_cost(job, by_index.get(after.get(job.index, -1))) for job in jobs}
