@@ -1,7 +1,9 @@
 """Shared fixtures: tiny seeded models and data, built once per test session."""
 
+import json
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -95,11 +97,6 @@ sys.exit(w.main(sys.argv))
 
 def wait_for_rows(proc, out, rows: int = 2, timeout_s: float = 240) -> None:
     """Waits until the study process has written ``rows`` finished rows to OUT/results.json, or fails the test."""
-    import json
-    import time
-
-    import pytest
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -35,7 +35,7 @@ from tfcompress.recipes.pipeline import Pipeline, parse
 from tfcompress.study import job as job_lib
 from tfcompress.study.cache import TransformCache
 from tfcompress.study.config import StudyConfig
-from tfcompress.study.job import Reference
+from tfcompress.study.reference import Reference
 from tfcompress.study.results import Row, Status, write_atomic
 from tfcompress.study.schedule import scheduled
 
@@ -62,7 +62,13 @@ Started = Callable[[Job], None] | None
 
 
 class Executor(abc.ABC):
-    """Runs recipe jobs; ``run`` yields each job's Outcome as it finishes. Never writes results.json."""
+    """Runs recipe jobs; ``run`` yields each job's Outcome as it finishes. Never writes results.json.
+
+    ``concurrent``: whether jobs run side by side; the study then hands the fp32 baseline over with the
+    other jobs and compares each row with it itself (tfcompress.study.reference.compare).
+    """
+
+    concurrent: bool = False
 
     @abc.abstractmethod
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:
@@ -116,7 +122,6 @@ class IsolatedExecutor(Executor):
 
     @property
     def concurrent(self) -> bool:
-        """Whether jobs run side by side (the study then runs its baseline beside the others)."""
         return self.jobs > 1
 
     def run(self, jobs: Sequence[Job], reference: Reference, started: Started = None) -> Iterator[Outcome]:

@@ -33,7 +33,7 @@ from tfcompress.recipes.pipeline import Pipeline
 from tfcompress.recipes.training import StopIfWorse
 from tfcompress.study.cache import ModelCache, inside
 from tfcompress.study.config import StudyConfig, StudyError
-from tfcompress.study.reference import Reference, compare, fill_intervals  # noqa: F401  (compare: job_lib's API)
+from tfcompress.study.reference import Reference, fill_intervals
 from tfcompress.study.results import Row, Status, fail_non_finite, write_atomic
 from tfcompress.tasks.base import fingerprint
 

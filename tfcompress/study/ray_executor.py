@@ -94,6 +94,8 @@ def _time_rows(config_dict, rows, x_example, environment) -> dict:
 class RayExecutor(ex.Executor):
     """Runs a study's jobs as Ray tasks (see the module docstring)."""
 
+    concurrent = True  # every job is submitted at once
+
     def __init__(self, config: StudyConfig, work_dir: str, inputs: dict[str, str] | None = None):
         address = config.run.ray_address
         if not address:  # read when Ray is imported: an embedded instance then binds to 127.0.0.1 (TF-STACK.md)
@@ -120,7 +122,6 @@ class RayExecutor(ex.Executor):
                              + "latency phase runs on; start one node with --resources='{\"" + LATENCY_RESOURCE
                              + "\": 1}'.")  # fmt: skip
         self.cpus = max(1, int(config.run.cpus_per_job or 1))
-        self.concurrent = True  # jobs run side by side: the study runs its baseline beside the others
 
     def run(self, jobs: Sequence[ex.Job], reference: ex.Reference, started: ex.Started = None) -> Iterator[ex.Outcome]:
         ray = self.ray

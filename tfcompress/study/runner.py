@@ -105,7 +105,7 @@ def run(
                 if done is not None:
                     progress(f"{job.pipeline.name}: its settings changed since the earlier run; running it again.")
                 todo.append(job)
-        if getattr(executor, "concurrent", False):  # the baseline beside the others, which are compared with it here
+        if executor.concurrent:  # the baseline beside the others, which are compared with it here
             _run_with_the_baseline(executor, todo, reference, loop, prepared, config, progress)
             todo = []
         if todo and todo[0].pipeline.name == recipes_lib.BASELINE:
