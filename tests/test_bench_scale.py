@@ -41,3 +41,16 @@ def test_the_multi_worker_line_checks_sparsity_and_the_gap_to_one_worker():
     )
     multi.metric = 0.955
     assert "**no**" in bs.multi_worker_line(single, multi, 60.0)
+
+
+def test_the_where_line_splits_the_time_by_phase_and_bounds_the_gain():
+    serial = _results(_row("fp32", 100, 0.97), _row("prune", 100, 0.97))
+    parallel = _results(_row("fp32", 100, 0.97), _row("prune", 100, 0.97))
+    for results, prune_s, phases in ((serial, 20.0, (10, 300, 100)), (parallel, 30.0, (10, 200, 100))):
+        results.rows[1].convert_s = prune_s  # fp32's is None: nothing to convert
+        results.environment["phase_s"] = dict(zip(("prepare", "rows", "latency"), phases, strict=True))
+    line = bs.where_line(serial, parallel, 2)
+    assert "the rows 300 / 200 s (1.50x)" in line and "the latency phase 100 / 100 s" in line
+    assert "at most 1.58x faster" in line  # 410 s against 410 s less half the rows: 260 s
+    assert "took 20 s one at a time and 30 s side by side: each ran 1.50x longer" in line and "1.33x the work" in line
+    assert "not recorded" in bs.where_line(_results(), parallel, 2)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import wrap_latency_worker
 from tfcompress.measure import macs
-from tfcompress.study import StudyError, from_flat, run
+from tfcompress.study import StudyError, from_flat, run, runner
 from tfcompress.study.results import Status
 
 
@@ -162,6 +162,19 @@ def test_progress_has_a_line_per_recipe_as_it_starts_and_as_it_ends(study):
     assert "3 of 3 rows done" in ended[-1] and "elapsed" in ended[-1]  # and the time left, until the last
     assert "left before the latency phase" in ended[0]
     assert lines[0].startswith("Model cnn: trained")
+
+
+def test_the_study_records_and_prints_the_wall_time_of_each_phase(study):
+    out, results, lines = study
+    phases = results.environment["phase_s"]
+    assert list(phases) == ["prepare", "rows", "latency"] and all(v >= 0 for v in phases.values())
+    assert phases["prepare"] > 0.5 and phases["latency"] > 0.5  # training the CNN; timing 3 rows at 2 settings
+    assert json.loads((out / "results.json").read_text())["environment"]["phase_s"] == phases  # saved at the end
+    assert lines[-1].startswith("Done in ") and lines[-1].endswith(".")
+    m, s = (int(x) for x in lines[-1].split()[2].rstrip(":").split(":"))
+    assert m * 60 + s >= round(sum(phases.values())) - 1  # the whole run, the report included
+    for name, seconds in phases.items():
+        assert f"{runner._Phases.NAMES[name]} {runner._clock(seconds)}" in lines[-1]
 
 
 def test_rerun_reuses_the_cached_model(study, tmp_path):

@@ -88,6 +88,32 @@ def verdicts(t_serial: float, t_parallel: float, jobs: int, same: dict, t_ray: f
     return lines
 
 
+def where_line(serial: Results, parallel: Results, jobs: int) -> str:
+    """Where each study's time went (results.environment["phase_s"]), and what that bounds the speed-up at.
+
+    The latency phase runs alone by design, so it and the preparing bound the gain: even rows built twice as
+    fast would leave them as they are.
+    """
+    a, b = serial.environment.get("phase_s") or {}, parallel.environment.get("phase_s") or {}
+    if not {"prepare", "rows", "latency"} <= set(a) & set(b):
+        return "Where the time went: not recorded (results.json has no phase_s)."
+    built_a, built_b = (sum(r.convert_s or 0.0 for r in x.rows) for x in (serial, parallel))
+    total = sum(a.values())
+    line = (
+        f"Where the time went (`--jobs=1` / `--jobs={jobs}`): preparing {a['prepare']:.0f} / {b['prepare']:.0f} s, "
+        + f"the rows {a['rows']:.0f} / {b['rows']:.0f} s ({a['rows'] / b['rows']:.2f}x), the latency phase "
+        + f"{a['latency']:.0f} / {b['latency']:.0f} s (alone, by design). Even rows built twice as fast would make "
+        + f"the study at most {total / (total - a['rows'] / 2):.2f}x faster."
+    )
+    if built_a and built_b:
+        line += (
+            f" The rows' transforms and conversions (their convert_s, summed) took {built_a:.0f} s one at a time "
+            + f"and {built_b:.0f} s side by side: each ran {built_b / built_a:.2f}x longer with a share of the "
+            + f"cores, so {jobs} at once did {jobs * built_a / built_b:.2f}x the work of one."
+        )
+    return line
+
+
 def multi_worker_line(single, multi, wall_s: float) -> str:
     """The multi_worker acceptance line: sparsity 0.80 +- 0.01 and accuracy within 1 point of one worker's."""
     if not multi.ok:
@@ -126,6 +152,7 @@ def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, 
     multi, t_multi = _study(os.path.join(folder, "multi_worker"), cache, progress, recipes=("prune",),
                             strategy="multi_worker", workers=2)  # fmt: skip
     lines = verdicts(t_serial, t_parallel, jobs, same, t_ray, ray_same, len(addresses))
+    lines.append(where_line(serial, parallel, jobs))
     lines.append(multi_worker_line({r.recipe: r for r in serial.rows}["prune"], multi.rows[-1], t_multi))
     blocks = [
         md.p(

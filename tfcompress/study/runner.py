@@ -73,6 +73,7 @@ def run(
     """
     verbose = 2 if progress else 0  # Keras prints a line per fine-tuning epoch when the caller shows progress
     progress = progress or (lambda _: None)
+    phases = _Phases()
     pipelines = config.pipelines()
     prepare_output_dir(config.output_dir)
     prepared = job_lib.prepare(config, progress, verbose, model, dataset, twin=any(p.transforms for p in pipelines))
@@ -83,6 +84,7 @@ def run(
         columns=[c.to_dict() for c in study_columns(config.task, pipelines)],
         metrics={m.name: m.to_dict() for m in [tasks.get(config.task).metric]},
     )
+    phases.end("prepare")
     results_path = os.path.join(config.output_dir, "results.json")
     jobs = [Job(i, p, job_lib.skeleton(config, prepared, p)) for i, p in enumerate(pipelines)]
     finished = _finished_rows(config, basis_key, results_path, progress) if config.run.resume else {}
@@ -118,7 +120,9 @@ def run(
                 if loop.stopped:
                     break
         shutil.rmtree(os.path.join(config.output_dir, ".transforms"), ignore_errors=True)
-        _time(config, results, results_path, prepared.dataset, progress, executor)
+        phases.end("rows")
+        _time(config, results, prepared.dataset, progress, executor)
+        phases.end("latency")
     except KeyboardInterrupt:  # Ctrl-C: the finished rows' report and CSV (untimed), then stop
         if results.rows:
             report_lib.write_all(results, config.output_dir)
@@ -129,8 +133,35 @@ def run(
         if own and executor is not None:
             executor.close()
         shutil.rmtree(work_dir, ignore_errors=True)
+    results.environment["phase_s"] = dict(phases.seconds)
+    results_lib.save(results, results_path)
     report_lib.write_all(results, config.output_dir)
+    phases.end("report")
+    progress(phases.line())
     return results
+
+
+class _Phases:
+    """This run's wall time in each phase: preparing the model and data, the rows, the latency phase, the report.
+
+    results.json records the first three (its environment's ``phase_s``); the report is written after it.
+    """
+
+    NAMES = {"prepare": "preparing", "rows": "the rows", "latency": "the latency phase", "report": "the report"}
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.began = self.last = time.monotonic()
+
+    def end(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self.last, 3)
+        self.last = now
+
+    def line(self) -> str:
+        """'Done in 6:12: preparing 0:10, the rows 4:01, the latency phase 1:45, the report 0:01.'"""
+        parts = ", ".join(f"{self.NAMES[k]} {_clock(v)}" for k, v in self.seconds.items())
+        return f"Done in {_clock(time.monotonic() - self.began)}: {parts}."
 
 
 def _record_baseline(baseline: Outcome, loop: _Loop, prepared, config: StudyConfig, progress) -> None:
@@ -175,8 +206,8 @@ def _executor(config: StudyConfig, prepared, work_dir: str, model, dataset) -> E
     return InProcessExecutor(config, prepared)
 
 
-def _time(config: StudyConfig, results: Results, results_path: str, dataset, progress, executor=None) -> None:
-    """The latency phase (tfcompress.study.timing, or the executor's own): the rows that need it, then results.json.
+def _time(config: StudyConfig, results: Results, dataset, progress, executor=None) -> None:
+    """The latency phase (tfcompress.study.timing, or the executor's own): the rows that need it (run saves them).
 
     Nothing else runs meanwhile: every recipe job has finished.
     """
@@ -190,7 +221,6 @@ def _time(config: StudyConfig, results: Results, results_path: str, dataset, pro
     for row in rows:
         results_lib.fail_non_finite(row)
         progress(f"latency: {timing_line(row)}")
-    results_lib.save(results, results_path)
 
 
 def timing_line(row: Row) -> str:
