@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ROOT, wait_for_rows
 from tfcompress.study import from_flat, run
+from tfcompress.study.executor import CpuSlots
 from tfcompress.study.results import Status
 
 PLUGINS = ("tests.plugin_recipes",)
@@ -142,3 +143,22 @@ def test_ctrl_c_writes_the_report_of_the_finished_rows_and_leaves_no_process(tmp
     assert len(csv) == 1 + len(finished) and all(f"| {r}" in report or f"`{r}`" in report for r in finished)
     left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert not left, f"processes left running: {left}"
+
+
+def test_cpu_slots_pin_each_running_job_to_cores_of_its_own_and_reuse_them():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    slots = CpuSlots(2, 1)
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(3)]
+    try:
+        first, second = slots.pin(0, children[0].pid), slots.pin(1, children[1].pid)
+        assert first == {cpus[0]} and second == {cpus[1]}  # disjoint, one core each
+        assert [os.sched_getaffinity(c.pid) for c in children[:2]] == [first, second]  # the processes', not a record
+        slots.release(0)
+        assert slots.pin(2, children[2].pid) == first and os.sched_getaffinity(children[2].pid) == first
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert not CpuSlots(len(cpus) + 1, 1) and not CpuSlots(2, len(cpus)) and not CpuSlots(1, 1)  # pin nothing
