@@ -54,3 +54,10 @@ def test_the_where_line_splits_the_time_by_phase_and_bounds_the_gain():
     assert "at most 1.58x faster" in line  # 410 s against 410 s less half the rows: 260 s
     assert "took 20 s one at a time and 30 s side by side: each ran 1.50x longer" in line and "1.33x the work" in line
     assert "not recorded" in bs.where_line(_results(), parallel, 2)
+
+
+def test_the_side_by_side_line_gives_the_work_of_two_pinned_against_one_alone_and_what_pinning_saves():
+    line = bs.side_by_side_line({"alone": 2.0, "alone_share": 3.0, "two": 3.5, "two_pinned": 3.2}, 2)
+    assert "alone 2.00 s" in line and "3.00 s at one job's share" in line
+    assert "3.50 s each unpinned, 3.20 s each pinned apart" in line
+    assert "do 1.25x the work of one alone" in line and "pinning saves 9%" in line  # 4.0 / 3.2; 1 - 3.2 / 3.5

@@ -9,7 +9,8 @@ with the trained model read from one shared cache (trained once before, not time
   per node, loopback addresses only), the latency phase on the head node;
 
 then ``prune`` alone, fine-tuned by 2 workers (``--strategy=multi_worker``), against the ``--jobs=1`` study's
-``prune`` row (target: sparsity 0.80 +- 0.01, accuracy within 1 point).
+``prune`` row (target: sparsity 0.80 +- 0.01, accuracy within 1 point); then the default CNN's fine-tuning
+alone and two at once (``side_by_side``), which is what bounds the speed-up of the rows.
 
 Checks: the speed-up of the default over ``--jobs=1`` (target >= 1.6x), every row's size unchanged and its
 metric inside the ``--jobs=1`` row's 95% interval, and the Ray rows equal to the local ones.
@@ -17,14 +18,19 @@ metric inside the ``--jobs=1`` row's 95% interval, and the Ray rows equal to the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 from tfcompress.study import bench_render as md
 from tfcompress.study import runner
 from tfcompress.study.config import from_flat
+from tfcompress.study.executor import CpuSlots, job_env
 from tfcompress.study.results import Results
 
 
@@ -114,6 +120,66 @@ def where_line(serial: Results, parallel: Results, jobs: int) -> str:
     return line
 
 
+def fit_epochs(epochs: int = 4) -> None:
+    """A child's part of ``side_by_side``: fine-tunes the default CNN on mnist5k, prints each epoch's seconds."""
+    from tfcompress import data, models
+    from tfcompress._keras import keras
+
+    dataset = data.load_mnist5k()
+    model = models.build_cnn(dataset.x_train.shape[1:], dataset.num_classes)
+    seconds: list[float] = []
+
+    class Epochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.began)
+
+    models.train(model, dataset, epochs=epochs, verbose=0, callbacks=[Epochs()])
+    print(json.dumps(seconds))
+
+
+def side_by_side() -> dict[str, float]:
+    """Seconds per epoch of the default CNN's fine-tuning, alone and two at once, with the study's threads per job.
+
+    Each process's figure is the median of its epochs after the first; two at once report their mean. Cases:
+    ``alone`` (all the cores' threads, as ``--jobs=1``), ``alone_share`` (one job's share at ``--jobs=2``),
+    ``two`` (two at that share, unpinned) and ``two_pinned`` (pinned apart, as ``--jobs=2`` runs them).
+    """
+    code = "from tfcompress.study.bench_scale import fit_epochs; fit_epochs()"
+    out = {}
+    for case, width, share_of, pin in (("alone", 1, 1, False), ("alone_share", 1, 2, False), ("two", 2, 2, False),
+                                       ("two_pinned", 2, 2, True)):  # fmt: skip
+        env = job_env(share_of)
+        slots = CpuSlots(width, int(env["TFCOMPRESS_JOB_CPUS"])) if pin else None
+        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(width)]  # fmt: skip
+        for i, proc in enumerate(procs):
+            if slots:
+                slots.pin(i, proc.pid)
+        medians = []
+        for proc in procs:
+            stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"side_by_side {case}: the fine-tuning process failed: {stderr.strip()[-300:]}")
+            medians.append(statistics.median(json.loads(stdout.strip().splitlines()[-1])[1:]))
+        out[case] = statistics.fmean(medians)
+    return out
+
+
+def side_by_side_line(epoch_s: dict[str, float], jobs: int) -> str:
+    """What two fine-tunings at once gain over one with every core (side_by_side's seconds per epoch)."""
+    alone, share, two, pinned = (epoch_s[k] for k in ("alone", "alone_share", "two", "two_pinned"))
+    return (
+        f"Fine-tuning the default CNN on mnist5k, seconds per epoch (median after the first): alone {alone:.2f} s "
+        + f"(`--jobs=1`'s threads), {share:.2f} s at one job's share of `--jobs={jobs}`; {jobs} side by side "
+        + f"{two:.2f} s each unpinned, {pinned:.2f} s each pinned apart (as `--jobs={jobs}` runs them). "
+        + f"{jobs} at once pinned do {jobs * alone / pinned:.2f}x the work of one alone; pinning saves "
+        + f"{(1 - pinned / two) * 100:.0f}%."
+    )
+
+
 def multi_worker_line(single, multi, wall_s: float) -> str:
     """The multi_worker acceptance line: sparsity 0.80 +- 0.01 and accuracy within 1 point of one worker's."""
     if not multi.ok:
@@ -153,6 +219,8 @@ def scale_section(work_dir: str, progress: Callable[[str], None]) -> tuple[str, 
                             strategy="multi_worker", workers=2)  # fmt: skip
     lines = verdicts(t_serial, t_parallel, jobs, same, t_ray, ray_same, len(addresses))
     lines.append(where_line(serial, parallel, jobs))
+    progress("scale: fine-tuning alone and side by side ...")
+    lines.append(side_by_side_line(side_by_side(), jobs))
     lines.append(multi_worker_line({r.recipe: r for r in serial.rows}["prune"], multi.rows[-1], t_multi))
     blocks = [
         md.p(

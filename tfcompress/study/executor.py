@@ -129,9 +129,9 @@ class IsolatedExecutor(Executor):
         reference_path = save_reference(reference, self.work_dir)
         width = max(1, min(self.jobs, len(jobs)))
         env = job_env(width)
-        # Each of several jobs on cores of its own: two fine-tunings pinned apart ran 8% faster than unpinned.
-        # Not with multi_worker, whose workers share their job's CPUs.
-        pin = width > 1 and self.config.run.strategy != "multi_worker"
+        # Each of several jobs on cores of its own: two fine-tunings pinned apart ran faster than unpinned
+        # (BENCHMARKS.md, "Scaling out"). Not with multi_worker, whose workers share their job's CPUs.
+        pin = self.config.run.strategy != "multi_worker"
         slots = CpuSlots(width, int(env["TFCOMPRESS_JOB_CPUS"])) if pin else None
 
         def start(job: Job) -> Child:

@@ -151,7 +151,7 @@ class _Phases:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.began = self.last = time.monotonic()
+        self.last = time.monotonic()
 
     def end(self, name: str) -> None:
         now = time.monotonic()
@@ -161,7 +161,7 @@ class _Phases:
     def line(self) -> str:
         """'Done in 6:12: preparing 0:10, the rows 4:01, the latency phase 1:45, the report 0:01.'"""
         parts = ", ".join(f"{self.NAMES[k]} {_clock(v)}" for k, v in self.seconds.items())
-        return f"Done in {_clock(time.monotonic() - self.began)}: {parts}."
+        return f"Done in {_clock(sum(self.seconds.values()))}: {parts}."
 
 
 def _record_baseline(baseline: Outcome, loop: _Loop, prepared, config: StudyConfig, progress) -> None:
